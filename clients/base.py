@@ -1,0 +1,185 @@
+"""The client base: decode payload -> load client state -> algorithm step -> encode reply.
+
+``handle_message`` is the whole Flower-facing half of a client: it resolves the run config and
+the node's partition, loads the client's data and state, decodes the payload against the model's
+template, calls the algorithm's ``fit`` / ``evaluate`` and encodes the reply. An algorithm
+subclasses ``FederatedClient`` and writes only its steps.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Mapping
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
+from torch import nn
+
+from fedticket.config import RunConfig
+from fedticket.data import DATASETS, ClientData, client_data
+from fedticket.flower_io import arrays_to_record, record_to_arrays
+from fedticket.models import build_model, load_state_arrays, state_arrays
+from fedticket.train import evaluate as evaluate_model
+
+CLIENTS: dict[str, type[FederatedClient]] = {}
+
+
+class NodeConfigError(ValueError):
+    """The node was started without the node config a fedticket client needs."""
+
+
+def register_client(name: str) -> Callable[[type[FederatedClient]], type[FederatedClient]]:
+    def wrap(cls: type[FederatedClient]) -> type[FederatedClient]:
+        cls.name = name
+        CLIENTS[name] = cls
+        return cls
+
+    return wrap
+
+
+def partition_of(node_config: Mapping[str, Any]) -> tuple[int, int]:
+    """(partition id, number of partitions) from the node config.
+
+    Simulation sets both; a deployed SuperNode has them only when started with
+    ``--node-config "partition-id=K num-partitions=N"``."""
+    fix = 'start the SuperNode with --node-config "partition-id=K num-partitions=N" (0 <= K < N)'
+    if "partition-id" not in node_config or "num-partitions" not in node_config:
+        raise NodeConfigError(f"node config lacks partition-id / num-partitions; {fix}")
+    pid, n = node_config["partition-id"], node_config["num-partitions"]
+    if (
+        not isinstance(pid, int)
+        or not isinstance(n, int)
+        or isinstance(pid, bool)
+        or not 0 <= pid < n
+    ):
+        raise NodeConfigError(
+            f"node config partition-id={pid!r} num-partitions={n!r} is invalid; {fix}"
+        )
+    return pid, n
+
+
+class ClientState:
+    """This client's slice of ``context.state``, keyed by partition id (node ids change
+    every simulation run; partition ids do not)."""
+
+    def __init__(self, state: RecordDict, partition_id: int) -> None:
+        self._state = state
+        self._prefix = f"fedticket.{partition_id}"
+
+    def counters(self) -> dict[str, int | float | str]:
+        record = self._state.get(f"{self._prefix}.counters")
+        return dict(record) if record is not None else {}
+
+    def save_counters(self, counters: Mapping[str, int | float | str]) -> None:
+        self._state[f"{self._prefix}.counters"] = ConfigRecord(dict(counters))
+
+    def arrays(self, name: str) -> dict[str, np.ndarray] | None:
+        record = self._state.get(f"{self._prefix}.{name}")
+        return record_to_arrays(record) if record is not None else None
+
+    def save_arrays(self, name: str, tensors: Mapping[str, np.ndarray]) -> None:
+        self._state[f"{self._prefix}.{name}"] = arrays_to_record(tensors)
+
+
+class FederatedClient:
+    """One client's algorithm steps. ``model`` holds the architecture; tensors come in and go
+    out as name -> numpy dicts."""
+
+    name: ClassVar[str] = ""
+
+    def __init__(
+        self, config: RunConfig, data: ClientData, state: ClientState, model: nn.Module
+    ) -> None:
+        self.config = config
+        self.data = data
+        self.state = state
+        self.model = model
+
+    def seed_for(self, server_round: int, purpose: int = 0) -> int:
+        """A training seed unique to (run seed, round, partition): runs repeat exactly."""
+        seq = np.random.SeedSequence(
+            [self.config.seed, server_round, self.data.partition_id, purpose]
+        )
+        return int(seq.generate_state(1, dtype=np.uint32)[0])
+
+    def fit(
+        self, server_round: int, arrays: dict[str, np.ndarray]
+    ) -> tuple[dict[str, np.ndarray], dict[str, float]]:
+        """Train on the received tensors; return the reply tensors and metrics."""
+        raise NotImplementedError
+
+    def personal_arrays(self, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray] | None:
+        """The client's personalised model given the received tensors; None when the algorithm
+        has none (then the personalised metrics equal the global ones)."""
+        return None
+
+    def evaluate(self, server_round: int, arrays: dict[str, np.ndarray]) -> dict[str, float]:
+        """Global and personalised accuracy on the local test split."""
+        load_state_arrays(self.model, arrays)
+        stats = evaluate_model(
+            self.model, self.data.x_test, self.data.y_test, batch_size=self.config.eval_batch_size
+        )
+        metrics = {
+            "num-examples": stats.num_examples,
+            "global-loss": stats.loss,
+            "global-accuracy": stats.accuracy,
+        }
+        personal = self.personal_arrays(arrays)
+        if personal is not None:
+            load_state_arrays(self.model, personal)
+            stats = evaluate_model(
+                self.model,
+                self.data.x_test,
+                self.data.y_test,
+                batch_size=self.config.eval_batch_size,
+            )
+        metrics |= {"personal-loss": stats.loss, "personal-accuracy": stats.accuracy}
+        return metrics
+
+
+@functools.lru_cache(maxsize=8)
+def _config(items: tuple[tuple[str, Any], ...]) -> RunConfig:
+    return RunConfig.from_run_config(dict(items), algorithms=CLIENTS)
+
+
+def resolve_config(run_config: Mapping[str, Any]) -> RunConfig:
+    return _config(tuple(sorted(run_config.items())))
+
+
+def _model_for(config: RunConfig) -> nn.Module:
+    spec = DATASETS[config.dataset]
+    return build_model(config.model, spec.input_shape, spec.num_classes, seed=config.seed)
+
+
+def handle_message(kind: str, message: Message, context: Context) -> Message:
+    """Serve one Flower message of ``kind`` ("query", "train" or "evaluate")."""
+    config = resolve_config(context.run_config)
+    torch.set_num_threads(config.client_threads)
+    pid, num_partitions = partition_of(context.node_config)
+    data = client_data(config, pid, num_partitions)
+    base_metrics = {"partition-id": pid}
+    if kind == "query":
+        metrics = base_metrics | {
+            "num-partitions": num_partitions,
+            "num-train": len(data.y_train),
+            "num-test": len(data.y_test),
+        }
+        return Message(RecordDict({"metrics": MetricRecord(metrics)}), reply_to=message)
+
+    model = _model_for(config)
+    template = state_arrays(model)
+    arrays = record_to_arrays(message.content["arrays"], expected=template)
+    server_round = int(message.content["config"]["server-round"])
+    client = CLIENTS[config.algorithm](config, data, ClientState(context.state, pid), model)
+    content = RecordDict()
+    if kind == "train":
+        reply_arrays, metrics = client.fit(server_round, arrays)
+        content["arrays"] = arrays_to_record(reply_arrays)
+    elif kind == "evaluate":
+        metrics = client.evaluate(server_round, arrays)
+    else:
+        raise ValueError(f"unknown message kind {kind!r}")
+    content["metrics"] = MetricRecord(base_metrics | {k: float(v) for k, v in metrics.items()})
+    return Message(content, reply_to=message)

@@ -1,0 +1,95 @@
+"""The communication ledger: one row per message, counted from the bytes actually built.
+
+Algorithms never count bytes; the strategy base records every message it sends and every reply
+it receives, with sizes measured on the encoded payload and the serialized Flower message
+(``fedticket.flower_io``). Totals, ratios vs dense and per-client cumulative bytes are queries on
+this table, never separate counters.
+
+Columns
+-------
+payload_bytes : bytes of the encoded tensor buffers in the message (what the codec produced).
+message_bytes : bytes of the whole Flower message as its runtime serializes it (content-addressed
+    objects: records, arrays, config, metadata); this is what Flower moves between processes,
+    before gRPC/HTTP2/TLS framing, which only deployment measurements can see.
+dense_bytes : bytes the same tensors take as a dense fp32 state (what FedAvg sends); 0 for
+    messages without tensors.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+
+import pandas as pd
+
+DIRECTIONS = ("down", "up")
+KINDS = ("query", "train", "evaluate")
+
+
+@dataclass(frozen=True)
+class CommRecord:
+    round: int
+    node_id: int
+    partition_id: int  # -1 when the node never said which partition it holds
+    direction: str
+    kind: str
+    payload_bytes: int
+    message_bytes: int
+    dense_bytes: int
+
+    def __post_init__(self) -> None:
+        if self.direction not in DIRECTIONS:
+            raise ValueError(f"direction must be one of {DIRECTIONS}, got {self.direction!r}")
+        if self.kind not in KINDS:
+            raise ValueError(f"kind must be one of {KINDS}, got {self.kind!r}")
+        for name in ("payload_bytes", "message_bytes", "dense_bytes"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+
+
+COLUMNS = [f.name for f in fields(CommRecord)]
+
+
+class CommLedger:
+    """Append-only list of ``CommRecord`` with table views."""
+
+    def __init__(self) -> None:
+        self._records: list[CommRecord] = []
+
+    def record(self, **values: int | str) -> CommRecord:
+        row = CommRecord(**values)  # type: ignore[arg-type]
+        self._records.append(row)
+        return row
+
+    def __len__(self) -> int:
+        return len(self._records)
+
+    @property
+    def records(self) -> tuple[CommRecord, ...]:
+        return tuple(self._records)
+
+    def to_frame(self) -> pd.DataFrame:
+        frame = pd.DataFrame([asdict(r) for r in self._records], columns=COLUMNS)
+        return frame.astype(
+            {
+                "round": "int64",
+                "node_id": "uint64",
+                "partition_id": "int64",
+                "payload_bytes": "int64",
+                "message_bytes": "int64",
+                "dense_bytes": "int64",
+            }
+        )
+
+    def totals(self, *, round: int | None = None, direction: str | None = None) -> dict[str, int]:
+        """Sum of each byte column over the rows that match."""
+        rows = [
+            r
+            for r in self._records
+            if (round is None or r.round == round)
+            and (direction is None or r.direction == direction)
+        ]
+        return {
+            "payload_bytes": sum(r.payload_bytes for r in rows),
+            "message_bytes": sum(r.message_bytes for r in rows),
+            "dense_bytes": sum(r.dense_bytes for r in rows),
+        }

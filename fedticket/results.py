@@ -1,0 +1,84 @@
+"""Run directories and atomic table writes.
+
+A run writes ``<output-root>/<algorithm>/<config-hash>/`` holding ``config.json``,
+``rounds.parquet``, ``clients.parquet`` and ``comm.parquet``. Every file is written to a temporary
+name in the same directory and renamed over the old one, so a killed run leaves each file either
+at its previous complete state or at its new one, never half-written.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+TABLES = ("rounds", "clients", "comm")
+ENV_OUTPUT_ROOT = "FEDTICKET_OUTPUT_ROOT"
+
+
+def resolve_output_root(configured: str) -> Path:
+    """Where runs go: the ``output-root`` key, else ``$FEDTICKET_OUTPUT_ROOT``, else
+    ``~/fedticket-runs``. Always absolute: under ``flwr run`` the ServerApp's working directory
+    is the SuperLink's, not the project's."""
+    chosen = configured or os.environ.get(ENV_OUTPUT_ROOT, "") or "~/fedticket-runs"
+    return Path(chosen).expanduser().resolve()
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_parquet(path: Path, frame: pd.DataFrame) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        frame.to_parquet(tmp, index=False)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+class RunDirectory:
+    """One run's results folder."""
+
+    def __init__(self, root: Path, algorithm: str, config_hash: str) -> None:
+        self.path = Path(root) / algorithm / config_hash
+
+    def write_config(self, config: Mapping[str, Any]) -> None:
+        text = json.dumps(dict(config), indent=2, sort_keys=True) + "\n"
+        atomic_write_bytes(self.path / "config.json", text.encode())
+
+    def write_table(self, name: str, frame: pd.DataFrame) -> Path:
+        if name not in TABLES:
+            raise ValueError(f"unknown table {name!r}; tables are {TABLES}")
+        target = self.path / f"{name}.parquet"
+        atomic_write_parquet(target, frame)
+        return target
+
+
+def load_run(path: str | Path) -> dict[str, Any]:
+    """Read a run directory back: ``config`` (dict) and one DataFrame per table present."""
+    path = Path(path)
+    run: dict[str, Any] = {"config": json.loads((path / "config.json").read_text())}
+    for name in TABLES:
+        file = path / f"{name}.parquet"
+        if file.exists():
+            run[name] = pd.read_parquet(file)
+    return run

@@ -1,0 +1,1 @@
+"""The Flower app (ServerApp, ClientApp), presets, notebooks and edge scripts."""

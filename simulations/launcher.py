@@ -1,0 +1,197 @@
+"""Run the app under ``flwr run`` from Python, isolated and cleaned up.
+
+``flwr run`` starts a detached local SuperLink that outlives the run and reuses
+``$FLWR_HOME``; this launcher gives each launch its own ``FLWR_HOME``, Ray temp dir and free
+HTTP port, turns off Flower's run-time dependency installation (it would pull a CUDA torch),
+and stops the SuperLink it started, by PID, also when the run fails. Tests, benchmarks and
+comparison scripts use it; users type ``flwr run .``.
+
+Usage::
+
+    python -m simulations.launcher --run-config 'num-rounds=2' --num-supernodes 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+PROJECT_DIR = Path(__file__).resolve().parent.parent
+RESULTS_LINE = re.compile(r"fedticket: results in (\S+)")
+
+
+@dataclass(frozen=True)
+class LaunchResult:
+    returncode: int
+    output: str
+    run_dir: Path | None
+    seconds: float
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def toml_value(value: Any) -> str:
+    """One run-config value as Flower's TOML parser expects it."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    return json.dumps(str(value))
+
+
+def run_config_string(values: Mapping[str, Any]) -> str:
+    return " ".join(f"{key}={toml_value(value)}" for key, value in values.items())
+
+
+def _superlink_pids(port: int) -> list[int]:
+    """PIDs of local SuperLinks serving ``port`` (found via /proc: Flower detaches them)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            args = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if any(b"flower-superlink" in a for a in args) and str(port).encode() in args:
+            pids.append(int(entry.name))
+    return pids
+
+
+def _stop(pids: list[int], grace: float = 10.0) -> None:
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    for pid in pids:
+        while time.monotonic() < deadline:
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                break
+            time.sleep(0.2)
+        else:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+
+def isolated_env(
+    workdir: Path, ray_dir: Path, port: int, base: Mapping[str, str] | None = None
+) -> dict[str, str]:
+    """Environment for one launch. ``ray_dir`` must be short: Ray puts AF_UNIX sockets
+    (at most 107 bytes of path) under it."""
+    env = dict(os.environ if base is None else base)
+    env |= {
+        "FLWR_HOME": str(workdir / "flwr-home"),
+        "RAY_TMPDIR": str(ray_dir),
+        "FLWR_TELEMETRY_ENABLED": "0",
+        "FLWR_DISABLE_UPDATE_CHECK": "1",
+        "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
+        "FLWR_LOCAL_SUPERLINK_HTTP_API_PORT": str(port),
+        "FLWR_LOCAL_CONTROL_API_PORT": str(free_port()),
+        "RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO": "0",
+    }
+    return env
+
+
+def launch(
+    run_config: Mapping[str, Any],
+    *,
+    num_supernodes: int = 2,
+    cpus_per_client: int = 2,
+    timeout: float = 900.0,
+    project_dir: Path = PROJECT_DIR,
+    workdir: Path | None = None,
+    echo: bool = False,
+) -> LaunchResult:
+    """``flwr run <project_dir> --stream`` with the given run config, then stop its SuperLink."""
+    workdir = Path(workdir or tempfile.mkdtemp(prefix="fedticket-launch-"))
+    port = free_port()
+    ray_dir = Path(tempfile.mkdtemp(prefix="ray-", dir="/tmp"))
+    env = isolated_env(workdir, ray_dir, port)
+    cmd = [
+        "flwr",
+        "run",
+        str(project_dir),
+        "--stream",
+        "--federation-config",
+        f"num-supernodes={num_supernodes} client-resources-num-cpus={cpus_per_client}",
+    ]
+    if run_config:
+        cmd += ["--run-config", run_config_string(run_config)]
+    started = time.perf_counter()
+    lines: list[str] = []
+    try:
+        with subprocess.Popen(
+            cmd,
+            cwd=project_dir,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            text=True,
+        ) as proc:
+            assert proc.stdout is not None
+            watchdog = threading.Timer(timeout, proc.kill)
+            watchdog.start()
+            try:
+                for line in proc.stdout:
+                    lines.append(line)
+                    if echo:
+                        print(line, end="", flush=True)
+                returncode = proc.wait()
+            finally:
+                watchdog.cancel()
+            if time.perf_counter() - started >= timeout:
+                lines.append(f"launcher: killed after {timeout:.0f} s\n")
+    finally:
+        _stop(_superlink_pids(port))
+        shutil.rmtree(ray_dir, ignore_errors=True)
+    output = "".join(lines)
+    found = RESULTS_LINE.findall(output)
+    run_dir = Path(found[-1]) if found else None
+    return LaunchResult(returncode, output, run_dir, time.perf_counter() - started)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--run-config", default="", help="'key=value ...' as for flwr run")
+    parser.add_argument("--num-supernodes", type=int, default=2)
+    parser.add_argument("--cpus-per-client", type=int, default=2)
+    args = parser.parse_args(argv)
+    from fedticket.config import parse_run_config_string
+
+    result = launch(
+        parse_run_config_string(args.run_config),
+        num_supernodes=args.num_supernodes,
+        cpus_per_client=args.cpus_per_client,
+        echo=True,
+    )
+    print(
+        f"launcher: exit {result.returncode} after {result.seconds:.1f} s; "
+        f"results: {result.run_dir}"
+    )
+    return result.returncode
+
+
+if __name__ == "__main__":
+    sys.exit(main())

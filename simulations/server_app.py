@@ -1,0 +1,69 @@
+"""Flower ServerApp: validate the config, connect the clients, run the strategy, keep results.
+
+Nothing is written before the config is valid and enough clients answered the handshake, so a
+bad run-config key or value, or a node without a partition, costs one log line and no files.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+
+from flwr.app import Context
+from flwr.serverapp import Grid, ServerApp
+
+from clients import CLIENTS
+from fedticket.config import ConfigError, RunConfig
+from fedticket.data import DATASETS
+from fedticket.flower_io import arrays_to_record
+from fedticket.models import build_model, state_arrays
+from fedticket.results import RunDirectory, resolve_output_root
+from strategies import STRATEGIES
+from strategies.base import NoClientsError
+
+log = logging.getLogger("flwr")
+ALGORITHMS = sorted(set(STRATEGIES) & set(CLIENTS))
+
+app = ServerApp()
+
+
+@app.main()
+def main(grid: Grid, context: Context) -> None:
+    started = time.perf_counter()
+    try:
+        config = RunConfig.from_run_config(context.run_config, algorithms=ALGORITHMS)
+    except ConfigError as exc:
+        log.error("fedticket: %s", exc)
+        sys.exit(2)
+    dataset = DATASETS[config.dataset]
+    model = build_model(config.model, dataset.input_shape, dataset.num_classes, seed=config.seed)
+    initial = state_arrays(model)
+    run_dir = RunDirectory(
+        resolve_output_root(config.output_root), config.algorithm, config.config_hash()
+    )
+    strategy = STRATEGIES[config.algorithm](config, initial, run_dir)
+    try:
+        strategy.connect(grid)
+    except NoClientsError as exc:
+        log.error("fedticket: %s", exc)
+        sys.exit(3)
+    run_dir.write_config(config.to_dict())
+    strategy.start(
+        grid=grid,
+        initial_arrays=arrays_to_record(initial),
+        num_rounds=config.num_rounds,
+        timeout=config.round_timeout,
+    )
+    strategy.write_results()
+    last = strategy.round_rows[-1] if strategy.round_rows else {}
+    log.info(
+        "fedticket: %s finished %d rounds in %.1f s: "
+        "global accuracy %.4f, personalised accuracy %.4f",
+        config.algorithm,
+        len(strategy.round_rows),
+        time.perf_counter() - started,
+        last.get("global_accuracy", float("nan")),
+        last.get("personal_accuracy", float("nan")),
+    )
+    log.info("fedticket: results in %s", run_dir.path)

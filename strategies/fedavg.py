@@ -1,0 +1,30 @@
+"""FedAvg: the dense baseline, on the same base as the sparse algorithms.
+
+Implementation based on McMahan et al., "Communication-Efficient Learning of Deep Networks from
+Decentralized Data", AISTATS 2017 (https://arxiv.org/abs/1602.05629).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from fedticket.aggregate import weighted_mean
+from strategies.base import ClientUpdate, SparseStrategy, register_strategy
+
+
+@register_strategy("fedavg")
+class FedAvg(SparseStrategy):
+    """Every sampled client gets the dense global model; the new global model is the mean of
+    the returned models, weighted by local sample counts (``aggregation-weights="samples"``,
+    the paper's rule) or uniformly (``"uniform"``)."""
+
+    def aggregate(
+        self, server_round: int, updates: list[ClientUpdate], global_arrays: dict[str, np.ndarray]
+    ) -> dict[str, np.ndarray]:
+        if self.config.aggregation_weights == "samples":
+            weights = [max(u.num_examples, 0) for u in updates]
+            if sum(weights) == 0:
+                weights = [1] * len(updates)
+        else:
+            weights = [1] * len(updates)
+        return weighted_mean([u.arrays for u in updates], weights)

@@ -1,0 +1,104 @@
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from fedticket.config import RunConfig
+from fedticket.data import client_data
+from fedticket.masks import Mask, prunable_names
+from fedticket.models import MODELS, build_model, state_arrays
+from fedticket.train import evaluate, train
+
+
+def _data():
+    return client_data(RunConfig.from_run_config({"partitioner": "iid"}), 0, 10)
+
+
+def test_models_have_the_papers_parameter_counts() -> None:
+    count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    assert count(build_model("mnist-cnn", (1, 28, 28), 10, seed=0)) == 21_840
+    assert count(build_model("lenet5", (3, 32, 32), 10, seed=0)) == 62_006
+    vgg = build_model("vgg-bn", (3, 32, 32), 10, seed=0)
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in vgg.modules())
+    for name, spec in MODELS.items():
+        shape = (1, 28, 28) if spec.accepts((1, 28, 28)) else (3, 32, 32)
+        out = build_model(name, shape, 10, seed=0)(torch.zeros(2, *shape))
+        assert out.shape == (2, 10)
+
+
+def test_prunable_names_are_conv_and_linear_weights_only() -> None:
+    vgg = build_model("vgg-bn", (1, 28, 28), 10, seed=0)
+    names = prunable_names(vgg)
+    assert all(n.endswith(".weight") for n in names)
+    bn_weights = {
+        f"{n}.weight" for n, m in vgg.named_modules() if isinstance(m, torch.nn.BatchNorm2d)
+    }
+    assert not bn_weights & set(names) and len(names) == 5
+
+
+def test_same_seed_same_init_and_same_training() -> None:
+    data = _data()
+    runs = []
+    for _ in range(2):
+        model = build_model("mnist-cnn", (1, 28, 28), 10, seed=3)
+        train(
+            model,
+            data.x_train,
+            data.y_train,
+            epochs=1,
+            batch_size=32,
+            lr=0.05,
+            momentum=0.5,
+            seed=11,
+        )
+        runs.append(state_arrays(model))
+    assert all(np.array_equal(runs[0][k], runs[1][k]) for k in runs[0])
+
+
+def test_masked_training_keeps_pruned_weights_exactly_zero() -> None:
+    data = _data()
+    model = build_model("mnist-cnn", (1, 28, 28), 10, seed=0)
+    mask = Mask.ones_like(model)
+    generator = torch.Generator().manual_seed(0)
+    for name in mask:
+        mask[name] = torch.rand(mask[name].shape, generator=generator) < 0.3
+    before = state_arrays(model)
+    train(
+        model,
+        data.x_train,
+        data.y_train,
+        epochs=2,
+        batch_size=32,
+        lr=0.1,
+        momentum=0.9,
+        weight_decay=1e-3,
+        mask=mask,
+        seed=0,
+    )
+    after = state_arrays(model)
+    for name, keep in mask.items():
+        keep = keep.numpy()
+        assert np.all(after[name][~keep] == 0.0)
+        assert np.any(after[name][keep] != before[name][keep]), f"{name} did not train"
+    assert abs(mask.density() - 0.3) < 0.02
+    assert not np.array_equal(after["fc1.bias"], before["fc1.bias"]), "biases are never masked"
+
+
+def test_training_learns_and_evaluate_reports_nan_for_empty_sets() -> None:
+    data = _data()
+    model = build_model("mnist-cnn", (1, 28, 28), 10, seed=0)
+    first = evaluate(model, data.x_test, data.y_test)
+    train(model, data.x_train, data.y_train, epochs=5, batch_size=32, lr=0.05, momentum=0.5, seed=0)
+    last = evaluate(model, data.x_test, data.y_test)
+    assert last.accuracy > 0.6 > first.accuracy
+    assert last.num_examples == len(data.y_test)
+    empty = evaluate(model, data.x_test[:0], data.y_test[:0])
+    assert np.isnan(empty.accuracy) and empty.num_examples == 0
+
+
+def test_mask_digest_changes_with_one_bit() -> None:
+    model = build_model("mlp", (1, 28, 28), 10, seed=0)
+    mask = Mask.ones_like(model)
+    digest = mask.digest()
+    mask["1.weight"][0, 0] = False
+    assert mask.digest() != digest and mask.num_kept == mask.num_total - 1
