@@ -82,3 +82,22 @@ def test_readme_documents_every_key_with_its_default() -> None:
     readme = (PYPROJECT.parent / "README.md").read_text()
     for key, default, help_text in describe_keys():
         assert f"| `{key}` | `{json.dumps(default)}` | {help_text} |" in readme, key
+
+
+def test_check_config_cli_names_the_unknown_key(capsys: pytest.CaptureFixture[str]) -> None:
+    from simulations.check_config import main
+
+    assert main(["--run-config", 'lr=0.1 algoritm="fedavg"']) == 2
+    assert "did you mean 'algorithm'" in capsys.readouterr().err
+    assert main(["--run-config", "num-rounds=3"]) == 0
+    assert "ok: fedavg" in capsys.readouterr().out
+
+
+def test_node_without_partition_id_is_told_how_to_set_it() -> None:
+    from clients.base import NodeConfigError, partition_of
+
+    assert partition_of({"partition-id": 1, "num-partitions": 3}) == (1, 3)
+    with pytest.raises(NodeConfigError, match='--node-config "partition-id=K num-partitions=N"'):
+        partition_of({})
+    with pytest.raises(NodeConfigError, match="invalid"):
+        partition_of({"partition-id": 3, "num-partitions": 3})
