@@ -19,11 +19,13 @@ from torch import nn
 
 from fedticket.config import RunConfig
 from fedticket.data import DATASETS, ClientData, client_data
-from fedticket.flower_io import arrays_to_record, record_to_arrays
+from fedticket.flower_io import decode_payload, encode_payload, record_to_state, state_to_record
+from fedticket.masks import mask_digest
 from fedticket.models import build_model, load_state_arrays, state_arrays
 from fedticket.train import evaluate as evaluate_model
 
 CLIENTS: dict[str, type[FederatedClient]] = {}
+Masks = dict[str, np.ndarray]
 
 
 class NodeConfigError(ValueError):
@@ -60,6 +62,18 @@ def partition_of(node_config: Mapping[str, Any]) -> tuple[int, int]:
     return pid, n
 
 
+def link_of(node_config: Mapping[str, Any], config: RunConfig) -> dict[str, float]:
+    """The node's link model: node config keys override the run config's (a Pi on Wi-Fi and
+    a Jetson on Ethernet in one federation)."""
+    link = {}
+    for key in ("link-up-mbps", "link-down-mbps", "link-latency-ms"):
+        value = node_config.get(key, getattr(config, key.replace("-", "_")))
+        if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+            raise NodeConfigError(f"node config {key}={value!r} must be a number >= 0")
+        link[key] = float(value)
+    return link
+
+
 class ClientState:
     """This client's slice of ``context.state``, keyed by partition id (node ids change
     every simulation run; partition ids do not)."""
@@ -77,15 +91,26 @@ class ClientState:
 
     def arrays(self, name: str) -> dict[str, np.ndarray] | None:
         record = self._state.get(f"{self._prefix}.{name}")
-        return record_to_arrays(record) if record is not None else None
+        return record_to_state(record) if record is not None else None
 
-    def save_arrays(self, name: str, tensors: Mapping[str, np.ndarray]) -> None:
-        self._state[f"{self._prefix}.{name}"] = arrays_to_record(tensors)
+    def save_arrays(self, name: str, tensors: Mapping[str, np.ndarray] | None) -> None:
+        key = f"{self._prefix}.{name}"
+        if tensors is None:
+            self._state.pop(key, None)
+        else:
+            self._state[key] = state_to_record(tensors)
+
+    def masks(self) -> Masks | None:
+        """The mask this client holds (what the server may leave out of its messages)."""
+        return self.arrays("mask")
+
+    def save_masks(self, masks: Masks | None) -> None:
+        self.save_arrays("mask", masks)
 
 
 class FederatedClient:
     """One client's algorithm steps. ``model`` holds the architecture; tensors come in and go
-    out as name -> numpy dicts."""
+    out as name -> numpy dicts, masks as name -> bool arrays (None = dense)."""
 
     name: ClassVar[str] = ""
 
@@ -105,38 +130,48 @@ class FederatedClient:
         return int(seq.generate_state(1, dtype=np.uint32)[0])
 
     def fit(
-        self, server_round: int, arrays: dict[str, np.ndarray]
-    ) -> tuple[dict[str, np.ndarray], dict[str, float]]:
-        """Train on the received tensors; return the reply tensors and metrics."""
+        self, server_round: int, arrays: dict[str, np.ndarray], masks: Masks | None
+    ) -> tuple[dict[str, np.ndarray], Masks | None, dict[str, float]]:
+        """Train on the received tensors; return the reply tensors, the mask they are kept
+        under (the received one unless the algorithm changed it) and metrics."""
         raise NotImplementedError
 
-    def personal_arrays(self, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray] | None:
+    def personal_arrays(
+        self, arrays: dict[str, np.ndarray], masks: Masks | None
+    ) -> dict[str, np.ndarray] | None:
         """The client's personalised model given the received tensors; None when the algorithm
         has none (then the personalised metrics equal the global ones)."""
         return None
 
-    def evaluate(self, server_round: int, arrays: dict[str, np.ndarray]) -> dict[str, float]:
-        """Global and personalised accuracy on the local test split."""
+    def evaluate(
+        self, server_round: int, arrays: dict[str, np.ndarray], masks: Masks | None
+    ) -> dict[str, float]:
+        """Accuracy of the received model and of the personalised one, on the local test split."""
+        batch = self.config.eval_batch_size
         load_state_arrays(self.model, arrays)
-        stats = evaluate_model(
-            self.model, self.data.x_test, self.data.y_test, batch_size=self.config.eval_batch_size
-        )
+        stats = evaluate_model(self.model, self.data.x_test, self.data.y_test, batch_size=batch)
         metrics = {
             "num-examples": stats.num_examples,
             "global-loss": stats.loss,
             "global-accuracy": stats.accuracy,
         }
-        personal = self.personal_arrays(arrays)
+        personal = self.personal_arrays(arrays, masks)
         if personal is not None:
             load_state_arrays(self.model, personal)
-            stats = evaluate_model(
-                self.model,
-                self.data.x_test,
-                self.data.y_test,
-                batch_size=self.config.eval_batch_size,
-            )
-        metrics |= {"personal-loss": stats.loss, "personal-accuracy": stats.accuracy}
+            stats = evaluate_model(self.model, self.data.x_test, self.data.y_test, batch_size=batch)
+        metrics |= {
+            "personal-loss": stats.loss,
+            "personal-accuracy": stats.accuracy,
+            "density": density(masks),
+        }
         return metrics
+
+
+def density(masks: Masks | None) -> float:
+    """Kept share of the masked entries (1.0 without a mask)."""
+    if not masks:
+        return 1.0
+    return sum(int(m.sum()) for m in masks.values()) / sum(m.size for m in masks.values())
 
 
 @functools.lru_cache(maxsize=8)
@@ -159,27 +194,46 @@ def handle_message(kind: str, message: Message, context: Context) -> Message:
     torch.set_num_threads(config.client_threads)
     pid, num_partitions = partition_of(context.node_config)
     data = client_data(config, pid, num_partitions)
-    base_metrics = {"partition-id": pid}
     if kind == "query":
-        metrics = base_metrics | {
+        metrics = {
+            "partition-id": pid,
             "num-partitions": num_partitions,
             "num-train": len(data.y_train),
             "num-test": len(data.y_test),
-        }
+        } | link_of(context.node_config, config)
         return Message(RecordDict({"metrics": MetricRecord(metrics)}), reply_to=message)
 
     model = _model_for(config)
-    template = state_arrays(model)
-    arrays = record_to_arrays(message.content["arrays"], expected=template)
+    state = ClientState(context.state, pid)
+    payload = decode_payload(
+        message.content["arrays"],
+        message.content["payload"],
+        state_arrays(model),
+        held_masks=state.masks(),
+    )
+    if payload.masks_sent:
+        state.save_masks(payload.masks)
     server_round = int(message.content["config"]["server-round"])
-    client = CLIENTS[config.algorithm](config, data, ClientState(context.state, pid), model)
+    client = CLIENTS[config.algorithm](config, data, state, model)
     content = RecordDict()
     if kind == "train":
-        reply_arrays, metrics = client.fit(server_round, arrays)
-        content["arrays"] = arrays_to_record(reply_arrays)
+        arrays, masks, metrics = client.fit(server_round, payload.tensors, payload.masks)
+        changed = mask_digest(masks) != payload.digest
+        if changed:
+            state.save_masks(masks)
+        content["arrays"], content["payload"] = encode_payload(
+            arrays,
+            masks,
+            send_masks=changed,
+            value_dtype=config.value_dtype,
+            compression=config.value_compression,
+        )
+        metrics = {"density": density(masks)} | metrics
     elif kind == "evaluate":
-        metrics = client.evaluate(server_round, arrays)
+        metrics = client.evaluate(server_round, payload.tensors, payload.masks)
     else:
         raise ValueError(f"unknown message kind {kind!r}")
-    content["metrics"] = MetricRecord(base_metrics | {k: float(v) for k, v in metrics.items()})
+    content["metrics"] = MetricRecord(
+        {"partition-id": pid} | {k: float(v) for k, v in metrics.items()}
+    )
     return Message(content, reply_to=message)

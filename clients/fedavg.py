@@ -1,15 +1,17 @@
-"""FedAvg client: train the received dense model locally and send it back.
+"""FedAvg client: train the received model locally and send it back.
 
 Implementation based on McMahan et al., AISTATS 2017 (https://arxiv.org/abs/1602.05629).
-FedAvg has no personalised model: its personalised accuracy is the global model's accuracy on
-the client's local test split (so both columns are equal for FedAvg by construction).
+When the server sends a mask (a sub-network), the client trains under it and replies with the
+kept entries only. FedAvg has no personalised model: its personalised accuracy is the received
+model's accuracy on the client's local test split (both columns are equal by construction).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from clients.base import FederatedClient, register_client
+from clients.base import FederatedClient, Masks, register_client
+from fedticket.masks import Mask
 from fedticket.models import load_state_arrays, state_arrays
 from fedticket.train import train
 
@@ -17,8 +19,8 @@ from fedticket.train import train
 @register_client("fedavg")
 class FedAvgClient(FederatedClient):
     def fit(
-        self, server_round: int, arrays: dict[str, np.ndarray]
-    ) -> tuple[dict[str, np.ndarray], dict[str, float]]:
+        self, server_round: int, arrays: dict[str, np.ndarray], masks: Masks | None
+    ) -> tuple[dict[str, np.ndarray], Masks | None, dict[str, float]]:
         load_state_arrays(self.model, arrays)
         stats = train(
             self.model,
@@ -29,6 +31,7 @@ class FedAvgClient(FederatedClient):
             lr=self.config.lr,
             momentum=self.config.momentum,
             weight_decay=self.config.weight_decay,
+            mask=Mask.from_numpy(masks) if masks else None,
             seed=self.seed_for(server_round),
         )
         counters = self.state.counters()
@@ -39,7 +42,6 @@ class FedAvgClient(FederatedClient):
             "num-examples": len(self.data.y_train),
             "train-loss": stats.loss,
             "train-seconds": stats.seconds,
-            "density": 1.0,
             "rounds-trained": counters["rounds-trained"],
         }
-        return state_arrays(self.model), metrics
+        return state_arrays(self.model), masks, metrics

@@ -38,3 +38,44 @@ def weighted_mean(
         else:
             result[name] = np.max(np.stack(stack), axis=0)
     return result
+
+
+def masked_mean(
+    updates: Sequence[Mapping[str, np.ndarray]],
+    masks: Sequence[Mapping[str, np.ndarray] | None],
+    weights: Sequence[float],
+    previous: Mapping[str, np.ndarray],
+) -> dict[str, np.ndarray]:
+    """Per-entry weighted mean over the clients whose mask keeps the entry.
+
+    An entry that no client keeps keeps its ``previous`` (global) value (LotteryFL's rule,
+    spec A1-A2); a tensor without a mask counts as fully kept, so with no masks at all this is
+    FedAvg's weighted mean. Integer tensors take the largest value.
+    """
+    if not updates:
+        raise ValueError("masked_mean needs at least one update")
+    if not len(updates) == len(masks) == len(weights):
+        raise ValueError(f"{len(updates)} updates, {len(masks)} masks, {len(weights)} weights")
+    w = np.asarray(weights, dtype=np.float64)
+    if np.any(w < 0) or w.sum() <= 0:
+        raise ValueError(f"weights must be >= 0 with a positive sum, got {list(weights)}")
+    result = {}
+    for name, old in previous.items():
+        stack = [u[name] for u in updates]
+        if not np.issubdtype(old.dtype, np.floating):
+            result[name] = np.max(np.stack(stack), axis=0)
+            continue
+        total = np.zeros(old.shape, np.float64)
+        weight = np.zeros(old.shape, np.float64)
+        for wi, values, mask in zip(w, stack, masks, strict=True):
+            keep = mask.get(name) if mask else None
+            if keep is None:
+                total += wi * values
+                weight += wi
+            else:
+                total += wi * np.where(keep, values, 0.0)
+                weight += wi * keep
+        kept = weight > 0
+        merged = np.where(kept, total / np.where(kept, weight, 1.0), old)
+        result[name] = merged.astype(old.dtype)
+    return result

@@ -103,6 +103,23 @@ class RunConfig:
         choices=("samples", "uniform"),
     )
     seed: int = _spec(42, "seed for init, partitions, sampling and training", low=0)
+    value_dtype: str = _spec(
+        "float32",
+        "dtype of sent float values (float32 is exact)",
+        choices=("float32", "float16", "bfloat16"),
+    )
+    value_compression: str = _spec(
+        "none",
+        "lossless compression of sent values, used when smaller",
+        choices=("none", "zlib", "lzma"),
+    )
+    link_up_mbps: float = _spec(
+        0.0, "link model: client upload Mbit/s (0 = off; node config overrides)", low=0
+    )
+    link_down_mbps: float = _spec(
+        0.0, "link model: client download Mbit/s (0 = off; node config overrides)", low=0
+    )
+    link_latency_ms: float = _spec(0.0, "link model: one-way latency per message in ms", low=0)
     round_timeout: float = _spec(
         600.0, "seconds to wait for replies per train/evaluate call", low=0, low_open=True
     )

@@ -1,55 +1,143 @@
-"""The one place that turns fedticket tensors into Flower records and measures messages.
+"""The one place that turns fedticket payloads into Flower records and measures messages.
 
-Tensors travel as an ``ArrayRecord`` of numpy ``Array``s (Flower serializes them with
-``np.save(allow_pickle=False)``: no pickle anywhere). Metadata travels in a ``ConfigRecord``.
+A payload is one codec buffer per tensor (``fedticket.codec``), each carried as a raw uint8
+``Array`` (exactly the codec's bytes: no .npy header, no pickle), in an ``ArrayRecord`` keyed by
+tensor name, plus a ``ConfigRecord`` header: codec version, which tensors are masked, the mask
+digest and whether the positions were sent (a mask the receiver already holds is not).
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 import numpy as np
-from flwr.app import Array, ArrayRecord, Message
+from flwr.app import Array, ArrayRecord, ConfigRecord, Message
 from flwr.supercore.inflatable.inflatable_object import get_all_nested_objects
 
+from fedticket import codec
+from fedticket.codec import PayloadError
+from fedticket.masks import mask_digest
 
-class PayloadError(ValueError):
-    """A received record that cannot be turned back into tensors."""
-
-
-def arrays_to_record(tensors: Mapping[str, np.ndarray]) -> ArrayRecord:
-    return ArrayRecord({name: Array(np.ascontiguousarray(t)) for name, t in tensors.items()})
+__all__ = ["Payload", "PayloadError", "decode_payload", "encode_payload", "message_bytes"]
 
 
-def record_to_arrays(
-    record: ArrayRecord, expected: Mapping[str, np.ndarray] | None = None
-) -> dict[str, np.ndarray]:
-    """Decode a record; with ``expected`` (name -> template) names, shapes, dtypes must match."""
+@dataclass(frozen=True)
+class Payload:
+    """Decoded tensors (dense, zeros outside the masks) and the masks that came with them."""
+
+    tensors: dict[str, np.ndarray]
+    masks: dict[str, np.ndarray] | None
+    digest: str
+    masks_sent: bool
+
+
+def _raw(buffer: bytes) -> Array:
+    return Array(dtype="uint8", shape=(len(buffer),), stype="raw", data=buffer)
+
+
+def encode_payload(
+    tensors: Mapping[str, np.ndarray],
+    masks: Mapping[str, np.ndarray] | None = None,
+    *,
+    send_masks: bool = True,
+    value_dtype: str = "float32",
+    compression: str = "none",
+) -> tuple[ArrayRecord, ConfigRecord]:
+    """Encode ``tensors``; a tensor with a mask sends only its kept entries (and, when
+    ``send_masks``, its positions)."""
+    masks = dict(masks) if masks else {}
+    unknown = set(masks) - set(tensors)
+    if unknown:
+        raise ValueError(f"masks for tensors not in the payload: {sorted(unknown)}")
+    record = ArrayRecord()
+    for name, values in tensors.items():
+        buffer = codec.encode_tensor(
+            values,
+            masks.get(name),
+            send_mask=send_masks,
+            value_dtype=value_dtype,
+            compression=compression,
+        )
+        record[name] = _raw(buffer)
+    header = ConfigRecord(
+        {
+            "codec-version": codec.FORMAT_VERSION,
+            "masked": sorted(masks),
+            "mask-digest": mask_digest(masks),
+            "masks-sent": bool(masks) and send_masks,
+        }
+    )
+    return record, header
+
+
+def decode_payload(
+    record: ArrayRecord,
+    header: ConfigRecord,
+    template: Mapping[str, np.ndarray],
+    held_masks: Mapping[str, np.ndarray] | None = None,
+) -> Payload:
+    """Decode and validate against ``template`` (names, shapes, dtypes). ``held_masks`` are
+    the receiver's masks, needed when the positions were not sent."""
     try:
-        tensors = {name: array.numpy() for name, array in record.items()}
-    except Exception as exc:
-        raise PayloadError(f"cannot decode array record: {exc}") from exc
-    if expected is not None:
-        if set(tensors) != set(expected):
-            missing, extra = (
-                sorted(set(expected) - set(tensors)),
-                sorted(set(tensors) - set(expected)),
+        version = int(header["codec-version"])
+        masked = list(header["masked"]) if "masked" in header else []
+        digest, masks_sent = str(header["mask-digest"]), bool(header["masks-sent"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise PayloadError(f"payload header is incomplete or malformed ({exc})") from None
+    if version != codec.FORMAT_VERSION:
+        raise PayloadError(
+            f"payload codec version {version}, this side reads {codec.FORMAT_VERSION}"
+        )
+    names = list(record.keys())
+    if set(names) != set(template):
+        missing, extra = sorted(set(template) - set(names)), sorted(set(names) - set(template))
+        raise PayloadError(
+            f"payload tensors differ from the model: missing {missing}, unexpected {extra}"
+        )
+    if not set(masked) <= set(template):
+        raise PayloadError(
+            f"payload masks tensors the model lacks: {sorted(set(masked) - set(template))}"
+        )
+    held = {k: held_masks[k] for k in masked if k in held_masks} if held_masks else {}
+    if masked and not masks_sent and mask_digest(held) != digest:
+        raise PayloadError(
+            f"positions not sent and the held mask is not {digest} (stale mask state)"
+        )
+    tensors: dict[str, np.ndarray] = {}
+    masks: dict[str, np.ndarray] = {}
+    for name, expected in template.items():
+        array = record[name]
+        if array.stype != "raw" or array.dtype != "uint8":
+            raise PayloadError(
+                f"tensor '{name}': expected a raw uint8 buffer, got {array.stype}/{array.dtype}"
             )
-            raise PayloadError(f"tensor names differ: missing {missing}, unexpected {extra}")
-        for name, template in expected.items():
-            got = tensors[name]
-            if got.shape != template.shape or got.dtype != template.dtype:
-                raise PayloadError(
-                    f"tensor '{name}': got {got.dtype}{list(got.shape)}, "
-                    f"expected {template.dtype}{list(template.shape)}"
-                )
-        tensors = {name: tensors[name] for name in expected}  # canonical order
-    return tensors
+        held = held_masks.get(name) if (held_masks is not None and not masks_sent) else None
+        dense, mask = codec.decode_tensor(
+            array.data, held, name=name, expected_shape=expected.shape
+        )
+        tensors[name] = dense.astype(expected.dtype, copy=False)
+        if name in masked:
+            masks[name] = mask
+    if masks_sent and mask_digest(masks) != digest:
+        raise PayloadError(f"decoded masks do not match the header digest {digest}")
+    return Payload(tensors, masks or None, digest, masks_sent)
 
 
 def payload_bytes(record: ArrayRecord | None) -> int:
-    """Bytes of the encoded tensor buffers (each numpy ``Array`` = .npy header + raw data)."""
+    """Bytes of the encoded buffers: exactly what the codec produced."""
     return 0 if record is None else sum(len(array.data) for array in record.values())
+
+
+def position_bytes(record: ArrayRecord | None) -> int:
+    """The part of ``payload_bytes`` that codes positions (masks), as the headers say; a
+    buffer whose header cannot be read counts 0 (decoding reports it)."""
+    total = 0
+    for name, array in (record or {}).items():
+        with contextlib.suppress(PayloadError):
+            total += codec.inspect(array.data, name=name, verify=False).position_bytes
+    return total
 
 
 def message_bytes(message: Message) -> int:
@@ -62,3 +150,12 @@ def message_bytes(message: Message) -> int:
 def dense_bytes(tensors: Mapping[str, np.ndarray]) -> int:
     """Raw bytes of the tensors as a dense state: what FedAvg sends for them."""
     return int(sum(t.nbytes for t in tensors.values()))
+
+
+def state_to_record(tensors: Mapping[str, np.ndarray]) -> ArrayRecord:
+    """Client-side state (not sent over the network): plain numpy arrays."""
+    return ArrayRecord({name: Array(np.ascontiguousarray(t)) for name, t in tensors.items()})
+
+
+def record_to_state(record: ArrayRecord) -> dict[str, np.ndarray]:
+    return {name: array.numpy() for name, array in record.items()}

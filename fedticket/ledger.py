@@ -11,12 +11,17 @@ payload_bytes : bytes of the encoded tensor buffers in the message (what the cod
 message_bytes : bytes of the whole Flower message as its runtime serializes it (content-addressed
     objects: records, arrays, config, metadata); this is what Flower moves between processes,
     before gRPC/HTTP2/TLS framing, which only deployment measurements can see.
+position_bytes : the part of payload_bytes that codes positions (masks); 0 when the receiver
+    already held the mask.
 dense_bytes : bytes the same tensors take as a dense fp32 state (what FedAvg sends); 0 for
     messages without tensors.
+transfer_seconds : estimated time of message_bytes on the node's link model
+    (latency + bytes / bandwidth); NaN when no link model is configured.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, fields
 
 import pandas as pd
@@ -33,15 +38,17 @@ class CommRecord:
     direction: str
     kind: str
     payload_bytes: int
+    position_bytes: int
     message_bytes: int
     dense_bytes: int
+    transfer_seconds: float = math.nan
 
     def __post_init__(self) -> None:
         if self.direction not in DIRECTIONS:
             raise ValueError(f"direction must be one of {DIRECTIONS}, got {self.direction!r}")
         if self.kind not in KINDS:
             raise ValueError(f"kind must be one of {KINDS}, got {self.kind!r}")
-        for name in ("payload_bytes", "message_bytes", "dense_bytes"):
+        for name in ("payload_bytes", "position_bytes", "message_bytes", "dense_bytes"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
 
@@ -88,8 +95,5 @@ class CommLedger:
             if (round is None or r.round == round)
             and (direction is None or r.direction == direction)
         ]
-        return {
-            "payload_bytes": sum(r.payload_bytes for r in rows),
-            "message_bytes": sum(r.message_bytes for r in rows),
-            "dense_bytes": sum(r.dense_bytes for r in rows),
-        }
+        columns = ("payload_bytes", "position_bytes", "message_bytes", "dense_bytes")
+        return {c: sum(getattr(r, c) for r in rows) for c in columns}

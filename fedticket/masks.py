@@ -8,7 +8,9 @@ not by the substring "weight" (that would catch BatchNorm's gamma, LotteryFL bug
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -67,12 +69,28 @@ class Mask(dict[str, torch.Tensor]):
             if params[name].grad is not None:
                 params[name].grad.mul_(keep)
 
+    @classmethod
+    def from_numpy(cls, masks: Mapping[str, np.ndarray]) -> Mask:
+        return cls(
+            {name: torch.from_numpy(np.asarray(m, bool).copy()) for name, m in masks.items()}
+        )
+
+    def to_numpy(self) -> dict[str, np.ndarray]:
+        return {name: m.detach().cpu().numpy().astype(bool) for name, m in self.items()}
+
     def digest(self) -> str:
-        """SHA-256 over names, shapes and packed bits: equal digests mean equal masks."""
-        h = hashlib.sha256()
-        for name in sorted(self):
-            bits = self[name].detach().cpu().contiguous().flatten().numpy()
-            h.update(name.encode())
-            h.update(str(tuple(self[name].shape)).encode())
-            h.update(bits.tobytes())
-        return h.hexdigest()
+        return mask_digest(self.to_numpy())
+
+
+def mask_digest(masks: Mapping[str, np.ndarray] | None) -> str:
+    """SHA-256 (first 16 hex) over names, shapes and packed bits: equal digests mean equal
+    masks. The empty string stands for "no mask" (every entry kept, nothing to cache)."""
+    if not masks:
+        return ""
+    h = hashlib.sha256()
+    for name in sorted(masks):
+        mask = np.asarray(masks[name], bool)
+        h.update(name.encode())
+        h.update(str(mask.shape).encode())
+        h.update(np.packbits(mask.reshape(-1)).tobytes())
+    return h.hexdigest()[:16]

@@ -16,7 +16,8 @@ from flwr.serverapp import Grid, ServerApp
 from clients import CLIENTS
 from fedticket.config import ConfigError, RunConfig
 from fedticket.data import DATASETS
-from fedticket.flower_io import arrays_to_record
+from fedticket.flower_io import state_to_record
+from fedticket.masks import prunable_names
 from fedticket.models import build_model, state_arrays
 from fedticket.results import RunDirectory, resolve_output_root
 from strategies import STRATEGIES
@@ -42,7 +43,7 @@ def main(grid: Grid, context: Context) -> None:
     run_dir = RunDirectory(
         resolve_output_root(config.output_root), config.algorithm, config.config_hash()
     )
-    strategy = STRATEGIES[config.algorithm](config, initial, run_dir)
+    strategy = STRATEGIES[config.algorithm](config, initial, run_dir, prunable_names(model))
     try:
         strategy.connect(grid)
     except NoClientsError as exc:
@@ -51,7 +52,7 @@ def main(grid: Grid, context: Context) -> None:
     run_dir.write_config(config.to_dict())
     strategy.start(
         grid=grid,
-        initial_arrays=arrays_to_record(initial),
+        initial_arrays=state_to_record(initial),
         num_rounds=config.num_rounds,
         timeout=config.round_timeout,
     )

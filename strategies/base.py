@@ -1,12 +1,17 @@
 """The strategy base: everything the server side of every algorithm shares.
 
 ``SparseStrategy`` implements Flower 1.39's ``Strategy`` (configure/aggregate for train and
-evaluate) once: it learns which partition each node holds (a handshake), samples clients by
-partition id with a seeded RNG, builds **one message per node** (so per-client payloads need no
-override), records every message in the ledger, turns failed, late or malformed replies into
-recorded failures instead of crashes, and writes the results tables after every round.
-An algorithm subclasses it and overrides only its steps: ``train_payload`` (what node k gets),
-``aggregate`` (how replies become the new global model) and, if it wants, ``evaluate_payload``.
+evaluate) once. It learns which partition each node holds (a handshake), samples clients by
+partition id with a seeded RNG, and builds **one message per node**: node k gets
+``theta_global`` with each masked tensor reduced to its kept entries under k's own mask, and
+the mask's positions only when k does not hold that mask yet (the server remembers each
+client's mask digest; a cached mask costs 0 position bytes). Every message in both directions
+goes into the ledger; failed, late or undecodable replies become recorded failures, never
+crashes; the results tables are rewritten after every round.
+
+An algorithm subclasses it and overrides only its steps: ``client_masks`` (the mask node k
+trains under; None = dense), ``aggregate`` (replies -> new global model) and, if it needs,
+``train_tensors`` / ``evaluate_tensors`` and ``on_client_masks`` (a client changed its mask).
 """
 
 from __future__ import annotations
@@ -16,12 +21,11 @@ import math
 import re
 import time
 from abc import abstractmethod
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import ClassVar
 
 import numpy as np
-import pandas as pd
 from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
@@ -29,35 +33,24 @@ from flwr.serverapp.strategy import Strategy
 from fedticket.config import RunConfig
 from fedticket.flower_io import (
     PayloadError,
-    arrays_to_record,
+    decode_payload,
     dense_bytes,
+    encode_payload,
     message_bytes,
     payload_bytes,
-    record_to_arrays,
+    position_bytes,
+    record_to_state,
+    state_to_record,
 )
 from fedticket.ledger import CommLedger
+from fedticket.masks import mask_digest
 from fedticket.results import RunDirectory
+from strategies.reporting import log_progress, round_summary, write_tables
 
 log = logging.getLogger("flwr")  # Flower's handlers print it in `flwr run --stream`
 
 STRATEGIES: dict[str, type[SparseStrategy]] = {}
-
-CLIENT_COLUMNS = [
-    "round",
-    "phase",
-    "node_id",
-    "partition_id",
-    "status",
-    "reason",
-    "num_examples",
-    "train_loss",
-    "train_seconds",
-    "global_loss",
-    "global_accuracy",
-    "personal_loss",
-    "personal_accuracy",
-    "density",
-]
+Masks = dict[str, np.ndarray]
 
 
 def register_strategy(name: str) -> Callable[[type[SparseStrategy]], type[SparseStrategy]]:
@@ -79,14 +72,25 @@ class NodeInfo:
     partition_id: int
     num_train: int
     num_test: int
+    link_up_mbps: float = 0.0
+    link_down_mbps: float = 0.0
+    link_latency_ms: float = 0.0
+
+    def transfer_seconds(self, nbytes: int, direction: str) -> float:
+        """Estimated time on this node's link (NaN when no link model is set)."""
+        mbps = self.link_down_mbps if direction == "down" else self.link_up_mbps
+        if mbps <= 0:
+            return math.nan
+        return self.link_latency_ms / 1000 + nbytes * 8 / (mbps * 1e6)
 
 
 @dataclass(frozen=True)
 class ClientUpdate:
-    """One decoded training reply."""
+    """One decoded training reply: dense tensors (zeros outside the mask) and the mask."""
 
     node: NodeInfo
     arrays: dict[str, np.ndarray]
+    masks: Masks | None
     metrics: dict[str, float]
 
     @property
@@ -100,16 +104,15 @@ class _Sent:
     node: NodeInfo | None
     node_id: int
     dense: int
+    digest: str = ""
 
 
 @dataclass
 class _Outcome:
-    """Replies of one send: the good ones, and the nodes that failed with why."""
+    """Replies of one send: the good ones, and (node, pid, status, reason) for the others."""
 
-    ok: list[tuple[NodeInfo, Message]] = field(default_factory=list)
-    failed: list[tuple[int, int, str, str]] = field(
-        default_factory=list
-    )  # node, pid, status, reason
+    ok: list[tuple[_Sent, Message]] = field(default_factory=list)
+    failed: list[tuple[int, int, str, str]] = field(default_factory=list)
 
 
 def _clean_reason(reason: str) -> str:
@@ -123,14 +126,6 @@ def _clean_reason(reason: str) -> str:
     return (lines[-1] if lines else "no reason given")[:300]
 
 
-def _human_bytes(n: float) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if n < 1000 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1000
-    return f"{n:.1f} GB"
-
-
 class SparseStrategy(Strategy):
     """Base of every fedticket strategy (see the module docstring).
 
@@ -139,24 +134,32 @@ class SparseStrategy(Strategy):
     config : RunConfig
         The validated run configuration.
     template : dict[str, np.ndarray]
-        The model's tensors (names, shapes, dtypes): what a reply must decode to.
+        The model's tensors (names, shapes, dtypes): what every payload must decode to.
     run_dir : RunDirectory
         Where the results tables go after every round.
+    prunable : list[str]
+        Names of the tensors that masks may cover (conv and linear weights).
     """
 
     name: ClassVar[str] = ""
 
     def __init__(
-        self, config: RunConfig, template: dict[str, np.ndarray], run_dir: RunDirectory
+        self,
+        config: RunConfig,
+        template: Mapping[str, np.ndarray],
+        run_dir: RunDirectory,
+        prunable: list[str] | None = None,
     ) -> None:
         self.config = config
         self.template = {k: np.zeros_like(v) for k, v in template.items()}
-        self.dense_model_bytes = dense_bytes(template)
+        self.prunable = list(prunable or [])
         self.run_dir = run_dir
         self.ledger = CommLedger()
         self.nodes: dict[int, NodeInfo] = {}
         self.rejected: dict[int, str] = {}
         self.rng = np.random.default_rng([config.seed, 0x5A4D])
+        self.masks: dict[int, Masks] = {}  # partition id -> the mask the client trains under
+        self.held: dict[int, str] = {}  # partition id -> mask digest the client is known to hold
         self.round_rows: list[dict] = []
         self.client_rows: list[dict] = []
         self._outbox: list[_Sent] = []
@@ -164,17 +167,27 @@ class SparseStrategy(Strategy):
         self._round_started = 0.0
 
     # ------------------------------------------------------------------ algorithm steps
-    def train_payload(
+    def client_masks(self, server_round: int, node: NodeInfo) -> Masks | None:
+        """The mask node ``node`` trains under (default: what it last reported, else dense)."""
+        return self.masks.get(node.partition_id)
+
+    def train_tensors(
         self, server_round: int, node: NodeInfo, global_arrays: dict[str, np.ndarray]
     ) -> dict[str, np.ndarray]:
-        """Tensors node ``node`` receives for training (default: the dense global model)."""
+        """Tensors node ``node`` receives for training, before its mask is applied."""
         return global_arrays
 
-    def evaluate_payload(
+    def evaluate_tensors(
         self, server_round: int, node: NodeInfo, global_arrays: dict[str, np.ndarray]
     ) -> dict[str, np.ndarray]:
-        """Tensors node ``node`` receives for evaluation (default: the dense global model)."""
-        return global_arrays
+        return self.train_tensors(server_round, node, global_arrays)
+
+    def on_client_masks(self, node: NodeInfo, masks: Masks | None) -> None:
+        """A client replied with a new mask (e.g. it pruned): remember it."""
+        if masks is None:
+            self.masks.pop(node.partition_id, None)
+        else:
+            self.masks[node.partition_id] = masks
 
     @abstractmethod
     def aggregate(
@@ -211,18 +224,19 @@ class SparseStrategy(Strategy):
             )
 
     def _handshake(self, grid: Grid, node_ids: list[int]) -> None:
-        messages = [
-            self._message(node_id, None, MessageType.QUERY, 0, None) for node_id in node_ids
-        ]
+        messages = [self._message(node_id, None, MessageType.QUERY, 0) for node_id in node_ids]
         replies = grid.send_and_receive(messages, timeout=self.config.round_timeout)
         outcome = self._collect(0, "query", replies)
-        for info, reply in outcome.ok:
-            metrics = reply.content["metrics"]
+        for sent, reply in outcome.ok:
+            m = reply.content["metrics"]
             node = NodeInfo(
-                info.node_id,
-                int(metrics["partition-id"]),
-                int(metrics["num-train"]),
-                int(metrics["num-test"]),
+                sent.node_id,
+                int(m["partition-id"]),
+                int(m["num-train"]),
+                int(m["num-test"]),
+                float(m.get("link-up-mbps", 0.0)),
+                float(m.get("link-down-mbps", 0.0)),
+                float(m.get("link-latency-ms", 0.0)),
             )
             self.nodes[node.node_id] = node
         for node_id, _pid, status, reason in outcome.failed:
@@ -236,9 +250,9 @@ class SparseStrategy(Strategy):
         if new:
             self._handshake(grid, new)
         for gone in set(self.nodes) - connected:
-            log.warning(
-                "node %s (partition %s) disconnected", gone, self.nodes.pop(gone).partition_id
-            )
+            node = self.nodes.pop(gone)
+            self.held.pop(node.partition_id, None)
+            log.warning("node %s (partition %s) disconnected", gone, node.partition_id)
 
     def sample(self, fraction: float, minimum: int) -> list[NodeInfo]:
         """Sample nodes by partition id (node ids are random per run; partition ids are not)."""
@@ -256,38 +270,62 @@ class SparseStrategy(Strategy):
         node: NodeInfo | None,
         message_type: str,
         server_round: int,
-        tensors: dict[str, np.ndarray] | None,
+        tensors: dict[str, np.ndarray] | None = None,
+        masks: Masks | None = None,
     ) -> Message:
         content = RecordDict(
             {"config": ConfigRecord({"server-round": server_round, "algorithm": self.name})}
         )
+        digest = mask_digest(masks)
         if tensors is not None:
-            content["arrays"] = arrays_to_record(tensors)
+            send_masks = node is None or self.held.get(node.partition_id) != digest
+            record, header = encode_payload(
+                tensors,
+                masks,
+                send_masks=send_masks,
+                value_dtype=self.config.value_dtype,
+                compression=self.config.value_compression,
+            )
+            content["arrays"], content["payload"] = record, header
         message = Message(
             content, dst_node_id=node_id, message_type=message_type, group_id=str(server_round)
         )
-        dense = self.dense_model_bytes if tensors is not None else 0
-        self._outbox.append(_Sent(message, node, node_id, dense))
+        dense = dense_bytes(tensors) if tensors is not None else 0
+        self._outbox.append(_Sent(message, node, node_id, dense, digest))
         return message
+
+    def _record(
+        self,
+        server_round: int,
+        sent: _Sent,
+        message: Message,
+        direction: str,
+        kind: str,
+        dense: int,
+    ) -> None:
+        arrays = message.content.get("arrays") if message.has_content() else None
+        size = message_bytes(message)
+        node = sent.node
+        self.ledger.record(
+            round=server_round,
+            node_id=sent.node_id,
+            partition_id=node.partition_id if node else -1,
+            direction=direction,
+            kind=kind,
+            payload_bytes=payload_bytes(arrays),
+            position_bytes=position_bytes(arrays),
+            message_bytes=size,
+            dense_bytes=dense,
+            transfer_seconds=node.transfer_seconds(size, direction) if node else math.nan,
+        )
 
     def _collect(self, server_round: int, kind: str, replies: Iterable[Message]) -> _Outcome:
         """Ledger rows for what was sent and what came back; sort replies into ok / failed."""
         sent, self._outbox = self._outbox, []
         by_id = {s.message.metadata.message_id: s for s in sent}
-        outcome = _Outcome()
         for s in sent:  # message ids are set once Flower has pushed them
-            pid = s.node.partition_id if s.node else -1
-            self.ledger.record(
-                round=server_round,
-                node_id=s.node_id,
-                partition_id=pid,
-                direction="down",
-                kind=kind,
-                payload_bytes=payload_bytes(s.message.content.get("arrays")),
-                message_bytes=message_bytes(s.message),
-                dense_bytes=s.dense,
-            )
-        answered = set()
+            self._record(server_round, s, s.message, "down", kind, s.dense)
+        outcome, answered = _Outcome(), set()
         for reply in replies:
             s = by_id.get(reply.metadata.reply_to_message_id)
             if s is None:
@@ -298,36 +336,27 @@ class SparseStrategy(Strategy):
             if reply.has_error():
                 outcome.failed.append((s.node_id, pid, "error", _clean_reason(reply.error.reason)))
                 continue
-            arrays = reply.content.get("arrays")
-            self.ledger.record(
-                round=server_round,
-                node_id=s.node_id,
-                partition_id=pid,
-                direction="up",
-                kind=kind,
-                payload_bytes=payload_bytes(arrays),
-                message_bytes=message_bytes(reply),
-                dense_bytes=self.dense_model_bytes if arrays is not None else 0,
+            has_arrays = "arrays" in reply.content
+            self._record(
+                server_round, s, reply, "up", kind, self._dense_up(kind) if has_arrays else 0
             )
             if "metrics" not in reply.content:
                 outcome.failed.append(
                     (s.node_id, pid, "malformed", "reply has no 'metrics' record")
                 )
                 continue
-            node = s.node or NodeInfo(s.node_id, -1, 0, 0)
-            outcome.ok.append((node, reply))
+            outcome.ok.append((s, reply))
         for message_id, s in by_id.items():
             if message_id not in answered:
                 pid = s.node.partition_id if s.node else -1
-                outcome.failed.append(
-                    (
-                        s.node_id,
-                        pid,
-                        "timeout",
-                        f"no reply within round-timeout={self.config.round_timeout:.0f} s",
-                    )
-                )
+                reason = f"no reply within round-timeout={self.config.round_timeout:.0f} s"
+                outcome.failed.append((s.node_id, pid, "timeout", reason))
+        for _node_id, pid, _status, _reason in outcome.failed:
+            self.held.pop(pid, None)  # the client's mask state is unknown now: resend it
         return outcome
+
+    def _dense_up(self, kind: str) -> int:
+        return dense_bytes(self.template) if kind == "train" else 0
 
     def _record_failures(self, server_round: int, phase: str, outcome: _Outcome) -> None:
         for node_id, pid, status, reason in outcome.failed:
@@ -357,33 +386,43 @@ class SparseStrategy(Strategy):
     ) -> Iterable[Message]:
         self._round_started = time.perf_counter()
         self._refresh_nodes(grid)
-        self._global = record_to_arrays(arrays)
-        nodes = self.sample(self.config.fraction_train, self.config.min_train_clients)
-        return [
-            self._message(
-                n.node_id,
-                n,
-                MessageType.TRAIN,
-                server_round,
-                self.train_payload(server_round, n, self._global),
+        self._global = record_to_state(arrays)
+        messages = []
+        for node in self.sample(self.config.fraction_train, self.config.min_train_clients):
+            tensors = self.train_tensors(server_round, node, self._global)
+            masks = self.client_masks(server_round, node)
+            messages.append(
+                self._message(node.node_id, node, MessageType.TRAIN, server_round, tensors, masks)
             )
-            for n in nodes
-        ]
+        return messages
 
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
         outcome = self._collect(server_round, "train", replies)
         updates: list[ClientUpdate] = []
-        for node, reply in outcome.ok:
+        for sent, reply in outcome.ok:
+            node = sent.node
+            assert node is not None
             try:
-                tensors = record_to_arrays(reply.content["arrays"], expected=self.template)
+                payload = decode_payload(
+                    reply.content["arrays"],
+                    reply.content["payload"],
+                    self.template,
+                    held_masks=self.masks.get(node.partition_id),
+                )
             except (PayloadError, KeyError) as exc:
                 outcome.failed.append(
                     (node.node_id, node.partition_id, "malformed", f"bad train payload: {exc}")
                 )
+                self.held.pop(node.partition_id, None)
                 continue
-            update = ClientUpdate(node, tensors, dict(reply.content["metrics"]))
+            if payload.masks_sent or (payload.masks is None and node.partition_id in self.masks):
+                self.on_client_masks(node, payload.masks)
+            self.held[node.partition_id] = payload.digest
+            update = ClientUpdate(
+                node, payload.tensors, payload.masks, dict(reply.content["metrics"])
+            )
             updates.append(update)
             self.client_rows.append(
                 {
@@ -406,48 +445,34 @@ class SparseStrategy(Strategy):
             )
             return None, None
         self._global = self.aggregate(server_round, updates, self._global)
-        weights = [u.num_examples for u in updates]
-        loss = (
-            float(
-                np.average(
-                    [u.metrics.get("train-loss", math.nan) for u in updates], weights=weights
-                )
-            )
-            if sum(weights)
-            else math.nan
-        )
-        return arrays_to_record(self._global), MetricRecord(
-            {"train-loss": loss, "clients": len(updates)}
-        )
+        return state_to_record(self._global), MetricRecord({"clients": len(updates)})
 
     def configure_evaluate(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
-        global_arrays = record_to_arrays(arrays)
-        nodes = (
-            self.sample(self.config.fraction_evaluate, self.config.min_evaluate_clients)
-            if self.config.fraction_evaluate > 0
-            else []
-        )
-        return [
-            self._message(
-                n.node_id,
-                n,
-                MessageType.EVALUATE,
-                server_round,
-                self.evaluate_payload(server_round, n, global_arrays),
+        if self.config.fraction_evaluate <= 0:
+            return []
+        global_arrays = record_to_state(arrays)
+        messages = []
+        for node in self.sample(self.config.fraction_evaluate, self.config.min_evaluate_clients):
+            tensors = self.evaluate_tensors(server_round, node, global_arrays)
+            masks = self.client_masks(server_round, node)
+            messages.append(
+                self._message(
+                    node.node_id, node, MessageType.EVALUATE, server_round, tensors, masks
+                )
             )
-            for n in nodes
-        ]
+        return messages
 
     def aggregate_evaluate(
         self, server_round: int, replies: Iterable[Message]
     ) -> MetricRecord | None:
         outcome = self._collect(server_round, "evaluate", replies)
-        rows = []
-        for node, reply in outcome.ok:
-            m = dict(reply.content["metrics"])
-            rows.append(
+        for sent, reply in outcome.ok:
+            node, m = sent.node, dict(reply.content["metrics"])
+            assert node is not None
+            self.held[node.partition_id] = sent.digest
+            self.client_rows.append(
                 {
                     "round": server_round,
                     "phase": "evaluate",
@@ -463,101 +488,20 @@ class SparseStrategy(Strategy):
                     "density": m.get("density"),
                 }
             )
-        self.client_rows.extend(rows)
         self._record_failures(server_round, "evaluate", outcome)
-        summary = self._round_summary(server_round, rows, len(outcome.failed))
+        summary = round_summary(
+            server_round, self.client_rows, self.ledger, time.perf_counter() - self._round_started
+        )
         self.round_rows.append(summary)
         self.write_results()
-        self._log_progress(summary)
+        log_progress(summary, self.config.num_rounds)
         headline = ("global_accuracy", "global_loss", "personal_accuracy", "personal_loss")
         return MetricRecord(
             {k.replace("_", "-"): summary[k] for k in headline if not math.isnan(summary[k])}
         )
 
     def summary(self) -> None:
-        log.info("fedticket %s: %s", self.name, {k: v for k, v in self.config.to_dict().items()})
-
-    # ------------------------------------------------------------------ results
-    def _round_summary(self, server_round: int, eval_rows: list[dict], eval_failures: int) -> dict:
-        train_rows = [
-            r for r in self.client_rows if r["round"] == server_round and r["phase"] == "train"
-        ]
-        ok_train = [r for r in train_rows if r["status"] == "ok"]
-        evaluated = [r for r in eval_rows if r["num_examples"] > 0]
-        n_eval = np.array([r["num_examples"] for r in evaluated], dtype=float)
-
-        def pooled(key: str) -> float:
-            return (
-                float(np.average([r[key] for r in evaluated], weights=n_eval))
-                if evaluated
-                else math.nan
-            )
-
-        def client_mean(key: str) -> float:
-            return float(np.mean([r[key] for r in evaluated])) if evaluated else math.nan
-
-        down = self.ledger.totals(round=server_round, direction="down")
-        up = self.ledger.totals(round=server_round, direction="up")
-        weights = [r["num_examples"] for r in ok_train]
-        return {
-            "round": server_round,
-            "train_clients": len(ok_train),
-            "train_failures": len(train_rows) - len(ok_train),
-            "eval_clients": len(eval_rows),
-            "eval_failures": eval_failures,
-            "train_loss": float(np.average([r["train_loss"] for r in ok_train], weights=weights))
-            if sum(weights)
-            else math.nan,
-            # accuracies are means over clients (the papers' convention); *_pooled weight
-            # every local test example equally
-            "global_accuracy": client_mean("global_accuracy"),
-            "global_loss": client_mean("global_loss"),
-            "personal_accuracy": client_mean("personal_accuracy"),
-            "personal_loss": client_mean("personal_loss"),
-            "global_accuracy_pooled": pooled("global_accuracy"),
-            "personal_accuracy_pooled": pooled("personal_accuracy"),
-            "message_bytes_down": down["message_bytes"],
-            "message_bytes_up": up["message_bytes"],
-            "payload_bytes_down": down["payload_bytes"],
-            "payload_bytes_up": up["payload_bytes"],
-            "dense_bytes_down": down["dense_bytes"],
-            "dense_bytes_up": up["dense_bytes"],
-            "seconds": time.perf_counter() - self._round_started,
-        }
-
-    def _log_progress(self, s: dict) -> None:
-        log.info(
-            "round %d/%d  global acc %.4f loss %.4f | personal acc %.4f | down %s up %s | %.1f s",
-            s["round"],
-            self.config.num_rounds,
-            s["global_accuracy"],
-            s["global_loss"],
-            s["personal_accuracy"],
-            _human_bytes(s["message_bytes_down"]),
-            _human_bytes(s["message_bytes_up"]),
-            s["seconds"],
-        )
+        log.info("fedticket %s: %s", self.name, self.config.to_dict())
 
     def write_results(self) -> None:
-        """Rewrite every table atomically (a killed run keeps each finished round)."""
-        self.run_dir.write_table("rounds", pd.DataFrame(self.round_rows))
-        clients = pd.DataFrame(self.client_rows, columns=CLIENT_COLUMNS)
-        clients = clients.astype(
-            {
-                "round": "int64",
-                "node_id": "uint64",
-                "partition_id": "int64",
-                "phase": "string",
-                "status": "string",
-                "reason": "string",
-            }
-        )
-        clients = clients.astype(
-            {
-                c: "float64"
-                for c in CLIENT_COLUMNS
-                if c not in {"round", "phase", "node_id", "partition_id", "status", "reason"}
-            }
-        )
-        self.run_dir.write_table("clients", clients)
-        self.run_dir.write_table("comm", self.ledger.to_frame())
+        write_tables(self.run_dir, self.round_rows, self.client_rows, self.ledger)

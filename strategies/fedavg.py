@@ -1,4 +1,5 @@
-"""FedAvg: the dense baseline, on the same base as the sparse algorithms.
+"""FedAvg: the dense baseline, on the same base as the sparse algorithms (a dense tensor is the
+density-1 case of the sparse payload path).
 
 Implementation based on McMahan et al., "Communication-Efficient Learning of Deep Networks from
 Decentralized Data", AISTATS 2017 (https://arxiv.org/abs/1602.05629).
@@ -8,15 +9,16 @@ from __future__ import annotations
 
 import numpy as np
 
-from fedticket.aggregate import weighted_mean
+from fedticket.aggregate import masked_mean
 from strategies.base import ClientUpdate, SparseStrategy, register_strategy
 
 
 @register_strategy("fedavg")
 class FedAvg(SparseStrategy):
-    """Every sampled client gets the dense global model; the new global model is the mean of
-    the returned models, weighted by local sample counts (``aggregation-weights="samples"``,
-    the paper's rule) or uniformly (``"uniform"``)."""
+    """Every sampled client gets the global model; the new global model is the mean of the
+    returned models, weighted by local sample counts (``aggregation-weights="samples"``, the
+    paper's rule) or uniformly (``"uniform"``). When clients train under masks (subclasses that
+    set ``client_masks``), each entry is averaged over the clients that kept it."""
 
     def aggregate(
         self, server_round: int, updates: list[ClientUpdate], global_arrays: dict[str, np.ndarray]
@@ -27,4 +29,6 @@ class FedAvg(SparseStrategy):
                 weights = [1] * len(updates)
         else:
             weights = [1] * len(updates)
-        return weighted_mean([u.arrays for u in updates], weights)
+        return masked_mean(
+            [u.arrays for u in updates], [u.masks for u in updates], weights, global_arrays
+        )

@@ -14,7 +14,16 @@ from simulations.launcher import launch
 
 pytestmark = pytest.mark.slow
 
-NPY_HEADER = 128
+
+def varint_len(x: int) -> int:
+    return max(1, (x.bit_length() + 6) // 7)
+
+
+def dense_buffer_bytes(t: np.ndarray) -> int:
+    """Hand-computed codec size of a dense float32 tensor: magic, version, scheme, dtype,
+    ndim, dims, count, position length 0, parameter 0, crc32, then the values."""
+    header = 5 + sum(varint_len(d) for d in t.shape) + varint_len(t.size) + 1 + 1 + 4
+    return header + t.nbytes
 
 
 def test_three_clients_two_rounds_write_complete_tables(tmp_path) -> None:
@@ -45,15 +54,16 @@ def test_three_clients_two_rounds_write_complete_tables(tmp_path) -> None:
     comm = pd.read_parquet(result.run_dir / "comm.parquet")
     assert len(comm) == 3 * 2 + 2 * (3 * 4)  # handshake + per round 4 messages per client
     template = state_arrays(build_model("mnist-cnn", (1, 28, 28), 10, seed=5))
-    model_payload = sum(NPY_HEADER + t.nbytes for t in template.values())
+    model_payload = sum(dense_buffer_bytes(t) for t in template.values())
     dense = sum(t.nbytes for t in template.values())
     assert dense == 21_840 * 4
     train = comm[comm["kind"] == "train"]
     assert (train["payload_bytes"] == model_payload).all()  # hand-computed size of each payload
     assert (train["dense_bytes"] == dense).all()
     assert (train["message_bytes"] > train["payload_bytes"]).all()
-    # Flower's object headers: about 1 KB per message plus a few hundred bytes per array (8 here)
-    assert (train["message_bytes"] < train["payload_bytes"] + 1000 + 8 * 450).all()
+    assert (train["position_bytes"] == 0).all()  # dense: no positions
+    # Flower's object headers: about 1 KB per message plus about 300 B per raw array (8 here)
+    assert (train["message_bytes"] < train["payload_bytes"] + 1000 + 8 * 350).all()
     evaluate_up = comm[(comm["kind"] == "evaluate") & (comm["direction"] == "up")]
     assert (evaluate_up["payload_bytes"] == 0).all() and (evaluate_up["message_bytes"] > 0).all()
     per_round = comm[comm["round"] > 0].groupby(["round", "direction"])["message_bytes"].sum()

@@ -5,8 +5,6 @@ import pytest
 
 from fedticket.ledger import COLUMNS, CommLedger
 
-NPY_HEADER = 128  # numpy .npy v1 header for these shapes: 10-byte preamble + dict, padded to 64
-
 
 def test_ledger_rows_and_totals_by_round_and_direction() -> None:
     ledger = CommLedger()
@@ -17,6 +15,7 @@ def test_ledger_rows_and_totals_by_round_and_direction() -> None:
         direction="down",
         kind="train",
         payload_bytes=100,
+        position_bytes=10,
         message_bytes=1100,
         dense_bytes=400,
     )
@@ -27,6 +26,7 @@ def test_ledger_rows_and_totals_by_round_and_direction() -> None:
         direction="up",
         kind="train",
         payload_bytes=50,
+        position_bytes=0,
         message_bytes=1000,
         dense_bytes=400,
     )
@@ -37,11 +37,13 @@ def test_ledger_rows_and_totals_by_round_and_direction() -> None:
         direction="down",
         kind="evaluate",
         payload_bytes=10,
+        position_bytes=0,
         message_bytes=900,
         dense_bytes=400,
     )
     assert ledger.totals(round=1) == {
         "payload_bytes": 150,
+        "position_bytes": 10,
         "message_bytes": 2100,
         "dense_bytes": 800,
     }
@@ -62,30 +64,32 @@ def test_ledger_rejects_impossible_rows(field: str, value: object) -> None:
         direction="up",
         kind="train",
         payload_bytes=1,
+        position_bytes=0,
         message_bytes=1,
         dense_bytes=1,
     )
     row[field] = value
-    with pytest.raises(ValueError, match=field if field != "payload_bytes" else "payload_bytes"):
+    with pytest.raises(ValueError, match=field):
         CommLedger().record(**row)
 
 
 def test_payload_and_message_bytes_are_measured_on_the_built_message(
     flower_task_identity: None,
 ) -> None:
-    from flwr.app import ConfigRecord, Message, RecordDict
+    from flwr.app import Message, RecordDict
     from flwr.supercore.inflatable.inflatable_object import get_all_nested_objects
 
-    from fedticket.flower_io import arrays_to_record, dense_bytes, message_bytes, payload_bytes
+    from fedticket.flower_io import dense_bytes, encode_payload, message_bytes, payload_bytes
 
     tensors = {"w": np.ones((20, 10), np.float32), "b": np.zeros(20, np.float32)}
-    record = arrays_to_record(tensors)
-    assert payload_bytes(record) == 2 * NPY_HEADER + 4 * (200 + 20)  # hand-computed
+    record, header = encode_payload(tensors)
+    # codec header by hand: magic, version, scheme, dtype, ndim, dims, count, 0, 0, crc32
+    w_header = 5 + 2 + 2 + 1 + 1 + 4  # dims 20, 10 (1 byte each), count 200 (2 bytes)
+    b_header = 5 + 1 + 1 + 1 + 1 + 4
+    assert payload_bytes(record) == w_header + 4 * 200 + b_header + 4 * 20
     assert dense_bytes(tensors) == 880
     message = Message(
-        RecordDict({"arrays": record, "config": ConfigRecord({"server-round": 1})}),
-        dst_node_id=3,
-        message_type="train",
+        RecordDict({"arrays": record, "payload": header}), dst_node_id=3, message_type="train"
     )
     counted = message_bytes(message)
     objects = get_all_nested_objects(message).values()

@@ -1,0 +1,127 @@
+"""Round summaries, progress lines and the results tables a strategy writes every round."""
+
+from __future__ import annotations
+
+import logging
+import math
+
+import numpy as np
+import pandas as pd
+
+from fedticket.ledger import CommLedger
+from fedticket.results import RunDirectory
+
+log = logging.getLogger("flwr")  # Flower's handlers print it in `flwr run --stream`
+
+CLIENT_COLUMNS = [
+    "round",
+    "phase",
+    "node_id",
+    "partition_id",
+    "status",
+    "reason",
+    "num_examples",
+    "train_loss",
+    "train_seconds",
+    "global_loss",
+    "global_accuracy",
+    "personal_loss",
+    "personal_accuracy",
+    "density",
+]
+_TEXT = {"phase", "status", "reason"}
+_INTS = {"round": "int64", "node_id": "uint64", "partition_id": "int64"}
+
+
+def human_bytes(n: float) -> str:
+    for unit in ("B", "KB", "MB"):
+        if n < 1000:
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} GB"
+
+
+def round_summary(
+    server_round: int, client_rows: list[dict], ledger: CommLedger, seconds: float
+) -> dict:
+    """One ``rounds.parquet`` row from this round's client rows and ledger rows.
+
+    Accuracies are means over clients (the papers' convention); ``*_pooled`` weight every
+    local test example equally."""
+    rows = [r for r in client_rows if r["round"] == server_round]
+    train = [r for r in rows if r["phase"] == "train"]
+    ok_train = [r for r in train if r["status"] == "ok"]
+    evals = [r for r in rows if r["phase"] == "evaluate"]
+    evaluated = [r for r in evals if r["status"] == "ok" and r["num_examples"] > 0]
+    n_eval = np.array([r["num_examples"] for r in evaluated], dtype=float)
+
+    def pooled(key: str) -> float:
+        return (
+            float(np.average([r[key] for r in evaluated], weights=n_eval))
+            if evaluated
+            else math.nan
+        )
+
+    def client_mean(key: str) -> float:
+        return float(np.mean([r[key] for r in evaluated])) if evaluated else math.nan
+
+    weights = [r["num_examples"] for r in ok_train]
+    train_loss = (
+        float(np.average([r["train_loss"] for r in ok_train], weights=weights))
+        if sum(weights)
+        else math.nan
+    )
+    down = ledger.totals(round=server_round, direction="down")
+    up = ledger.totals(round=server_round, direction="up")
+    return {
+        "round": server_round,
+        "train_clients": len(ok_train),
+        "train_failures": len(train) - len(ok_train),
+        "eval_clients": sum(1 for r in evals if r["status"] == "ok"),
+        "eval_failures": sum(1 for r in evals if r["status"] != "ok"),
+        "malformed_replies": sum(1 for r in rows if r["status"] == "malformed"),
+        "train_loss": train_loss,
+        "global_accuracy": client_mean("global_accuracy"),
+        "global_loss": client_mean("global_loss"),
+        "personal_accuracy": client_mean("personal_accuracy"),
+        "personal_loss": client_mean("personal_loss"),
+        "global_accuracy_pooled": pooled("global_accuracy"),
+        "personal_accuracy_pooled": pooled("personal_accuracy"),
+        "mean_density": float(np.mean([r["density"] for r in ok_train])) if ok_train else math.nan,
+        "message_bytes_down": down["message_bytes"],
+        "message_bytes_up": up["message_bytes"],
+        "payload_bytes_down": down["payload_bytes"],
+        "payload_bytes_up": up["payload_bytes"],
+        "position_bytes_down": down["position_bytes"],
+        "position_bytes_up": up["position_bytes"],
+        "dense_bytes_down": down["dense_bytes"],
+        "dense_bytes_up": up["dense_bytes"],
+        "seconds": seconds,
+    }
+
+
+def log_progress(summary: dict, num_rounds: int) -> None:
+    log.info(
+        "round %d/%d  global acc %.4f loss %.4f | personal acc %.4f | density %.3f | "
+        "down %s up %s | %.1f s",
+        summary["round"],
+        num_rounds,
+        summary["global_accuracy"],
+        summary["global_loss"],
+        summary["personal_accuracy"],
+        summary["mean_density"],
+        human_bytes(summary["message_bytes_down"]),
+        human_bytes(summary["message_bytes_up"]),
+        summary["seconds"],
+    )
+
+
+def write_tables(
+    run_dir: RunDirectory, round_rows: list[dict], client_rows: list[dict], ledger: CommLedger
+) -> None:
+    """Rewrite every table atomically (a killed run keeps each finished round)."""
+    run_dir.write_table("rounds", pd.DataFrame(round_rows))
+    clients = pd.DataFrame(client_rows, columns=CLIENT_COLUMNS)
+    dtypes = {c: ("string" if c in _TEXT else _INTS.get(c, "float64")) for c in CLIENT_COLUMNS}
+    run_dir.write_table("clients", clients.astype(dtypes))
+    run_dir.write_table("comm", ledger.to_frame())
