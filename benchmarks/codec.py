@@ -215,7 +215,7 @@ def round_bytes() -> pd.DataFrame:
                         "density": d,
                         "mask": "cached" if cached else "sent",
                         "payload_bytes": payload_bytes(record),
-                        "position_bytes": position_bytes(record),
+                        "position_bytes": position_bytes(record, header),
                         "message_bytes": message_bytes(message),
                         "dense_fp32_bytes": dense,
                         "payload_vs_dense": payload_bytes(record) / dense,

@@ -304,6 +304,7 @@ class SparseStrategy(Strategy):
         dense: int,
     ) -> None:
         arrays = message.content.get("arrays") if message.has_content() else None
+        header = message.content.get("payload") if message.has_content() else None
         size = message_bytes(message)
         node = sent.node
         self.ledger.record(
@@ -313,7 +314,7 @@ class SparseStrategy(Strategy):
             direction=direction,
             kind=kind,
             payload_bytes=payload_bytes(arrays),
-            position_bytes=position_bytes(arrays),
+            position_bytes=position_bytes(arrays, header),
             message_bytes=size,
             dense_bytes=dense,
             transfer_seconds=node.transfer_seconds(size, direction) if node else math.nan,
