@@ -62,7 +62,7 @@ class RunConfig:
     """Resolved run configuration. Attribute ``lr`` is run-config key ``lr``; ``num_rounds``
     is ``num-rounds`` (TOML keys use dashes)."""
 
-    algorithm: str = _spec("fedavg", "server/client algorithm pair (strategies/, clients/)")
+    algorithm: str = _spec("lotteryfl", "server/client algorithm pair (strategies/, clients/)")
     dataset: str = _spec("mnist-offline", "dataset registry name", choices=_dataset_names)
     data_dir: str = _spec("", "directory with dataset files (mnist-idx, torchvision datasets)")
     download: bool = _spec(False, "let torchvision datasets download into data-dir")
@@ -81,6 +81,12 @@ class RunConfig:
         low=0,
         high=0.9,
         low_open=True,
+    )
+    val_fraction: float = _spec(
+        0.1,
+        "share of each client's train split held out for validation (LotteryFL's gate)",
+        low=0,
+        high=0.5,
     )
     model: str = _spec("mnist-cnn", "model registry name", choices=_model_names)
     num_rounds: int = _spec(10, "federated rounds", low=1)
@@ -103,6 +109,22 @@ class RunConfig:
         choices=("samples", "uniform"),
     )
     seed: int = _spec(42, "seed for init, partitions, sampling and training", low=0)
+    evaluate_every: int = _spec(1, "evaluate every k rounds (and after the last)", low=1)
+    acc_threshold: float = _spec(
+        0.5,
+        "LotteryFL: prune only when the received model's accuracy is above this (<0: always)",
+        low=-1,
+        high=1,
+    )
+    prune_rate: float = _spec(
+        0.2, "LotteryFL: share of remaining weights pruned per step", low=0, high=1, low_open=True
+    )
+    target_density: float = _spec(
+        0.1, "LotteryFL: prune while the kept rate is above this", low=0, high=1
+    )
+    gate_data: str = _spec(
+        "val", "LotteryFL: data the prune gate evaluates on", choices=("val", "test")
+    )
     value_dtype: str = _spec(
         "float32",
         "dtype of sent float values (float32 is exact)",

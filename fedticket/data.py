@@ -41,13 +41,15 @@ class Pool:
 
 @dataclass(frozen=True)
 class ClientData:
-    """One client's local data, already split into train and test."""
+    """One client's local data, split into train, validation (possibly empty) and test."""
 
     partition_id: int
     x_train: np.ndarray
     y_train: np.ndarray
     x_test: np.ndarray
     y_test: np.ndarray
+    x_val: np.ndarray
+    y_val: np.ndarray
 
 
 @dataclass(frozen=True)
@@ -406,4 +408,20 @@ def client_data(config: RunConfig, partition_id: int, num_partitions: int) -> Cl
     pool = load_pool(config.dataset, config.data_dir, config.download)
     indices = partition(config, num_partitions)[partition_id]
     train, test = split_train_test(indices, config.test_fraction, config.seed, partition_id)
-    return ClientData(partition_id, pool.x[train], pool.y[train], pool.x[test], pool.y[test])
+    train, val = split_validation(train, config.val_fraction)
+    return ClientData(
+        partition_id,
+        pool.x[train],
+        pool.y[train],
+        pool.x[test],
+        pool.y[test],
+        pool.x[val],
+        pool.y[val],
+    )
+
+
+def split_validation(train: np.ndarray, val_fraction: float) -> tuple[np.ndarray, np.ndarray]:
+    """The last ``val_fraction`` of the (already shuffled) train indices, as LotteryFL's
+    reference code does (``int(0.9 n)`` train, the rest validation)."""
+    n_train = len(train) - round(val_fraction * len(train)) if val_fraction > 0 else len(train)
+    return train[:n_train], train[n_train:]

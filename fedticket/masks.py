@@ -8,7 +8,9 @@ not by the substring "weight" (that would catch BatchNorm's gamma, LotteryFL bug
 from __future__ import annotations
 
 import hashlib
+import math
 from collections.abc import Mapping
+from fractions import Fraction
 
 import numpy as np
 import torch
@@ -94,3 +96,35 @@ def mask_digest(masks: Mapping[str, np.ndarray] | None) -> str:
         h.update(str(mask.shape).encode())
         h.update(np.packbits(mask.reshape(-1)).tobytes())
     return h.hexdigest()[:16]
+
+
+def prune_count(alive: int, rate: float) -> int:
+    """Entries one LotteryFL step removes from a layer with ``alive`` kept entries:
+    ceil(rate * (alive - 1)), what numpy's percentile threshold removes on distinct
+    magnitudes in the reference code (spec T1), in exact arithmetic so that 0.2 * 15 is 3."""
+    if alive <= 1:
+        return 0
+    return math.ceil(Fraction(str(rate)) * (alive - 1))
+
+
+def prune_by_magnitude(
+    weights: Mapping[str, np.ndarray], masks: Mapping[str, np.ndarray], rate: float
+) -> dict[str, np.ndarray]:
+    """Per layer, drop the ``prune_count`` kept entries of smallest |weight| (ties: lower
+    index first). Returns new masks; the inputs are not changed."""
+    pruned = {}
+    for name, mask in masks.items():
+        flat = np.asarray(mask, bool).reshape(-1).copy()
+        alive = np.flatnonzero(flat)
+        count = prune_count(len(alive), rate)
+        if count:
+            magnitudes = np.abs(np.asarray(weights[name]).reshape(-1)[alive])
+            order = np.lexsort((alive, magnitudes))  # by magnitude, then index
+            flat[alive[order[:count]]] = False
+        pruned[name] = flat.reshape(mask.shape)
+    return pruned
+
+
+def ones_masks(shapes: Mapping[str, tuple[int, ...]]) -> dict[str, np.ndarray]:
+    """All-kept masks for the named tensors."""
+    return {name: np.ones(shape, bool) for name, shape in shapes.items()}

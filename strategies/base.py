@@ -451,7 +451,8 @@ class SparseStrategy(Strategy):
     def configure_evaluate(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
-        if self.config.fraction_evaluate <= 0:
+        every, last = self.config.evaluate_every, self.config.num_rounds
+        if self.config.fraction_evaluate <= 0 or (server_round % every and server_round != last):
             return []
         global_arrays = record_to_state(arrays)
         messages = []

@@ -85,6 +85,12 @@ def round_summary(
         "global_loss": client_mean("global_loss"),
         "personal_accuracy": client_mean("personal_accuracy"),
         "personal_loss": client_mean("personal_loss"),
+        "personal_accuracy_std": float(np.std([r["personal_accuracy"] for r in evaluated]))
+        if evaluated
+        else math.nan,
+        "personal_accuracy_min": float(np.min([r["personal_accuracy"] for r in evaluated]))
+        if evaluated
+        else math.nan,
         "global_accuracy_pooled": pooled("global_accuracy"),
         "personal_accuracy_pooled": pooled("personal_accuracy"),
         "mean_density": float(np.mean([r["density"] for r in ok_train])) if ok_train else math.nan,

@@ -13,7 +13,7 @@ PYPROJECT = Path(__file__).resolve().parents[1] / "pyproject.toml"
 def test_empty_run_config_gives_defaults() -> None:
     config = RunConfig.from_run_config({})
     assert config == RunConfig()
-    assert config.algorithm == "fedavg" and config.dataset == "mnist-offline"
+    assert config.algorithm == "lotteryfl" and config.dataset == "mnist-offline"
 
 
 def test_pyproject_declares_every_key_with_the_dataclass_default() -> None:
@@ -90,7 +90,7 @@ def test_check_config_cli_names_the_unknown_key(capsys: pytest.CaptureFixture[st
     assert main(["--run-config", 'lr=0.1 algoritm="fedavg"']) == 2
     assert "did you mean 'algorithm'" in capsys.readouterr().err
     assert main(["--run-config", "num-rounds=3"]) == 0
-    assert "ok: fedavg" in capsys.readouterr().out
+    assert "ok: lotteryfl" in capsys.readouterr().out
 
 
 def test_node_without_partition_id_is_told_how_to_set_it() -> None:

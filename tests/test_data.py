@@ -16,6 +16,7 @@ from fedticket.data import (
     partition,
     read_idx,
     split_train_test,
+    split_validation,
 )
 
 
@@ -90,7 +91,10 @@ def test_client_split_holds_out_test_fraction_without_overlap() -> None:
     assert sorted(np.concatenate([train, test]).tolist()) == sorted(indices.tolist())
     data = client_data(config, 3, 10)
     pool = load_pool("mnist-offline")
-    assert np.array_equal(data.x_test, pool.x[test]) and np.array_equal(data.y_train, pool.y[train])
+    fit, val = split_validation(train, config.val_fraction)
+    assert len(fit) == 360 and len(val) == 40  # LotteryFL's int(0.9 n) / rest
+    assert np.array_equal(data.x_test, pool.x[test]) and np.array_equal(data.y_train, pool.y[fit])
+    assert np.array_equal(data.y_val, pool.y[val])
 
 
 def test_partition_id_out_of_range_is_a_clear_error() -> None:

@@ -27,7 +27,13 @@ def dense_buffer_bytes(t: np.ndarray) -> int:
 
 
 def test_three_clients_two_rounds_write_complete_tables(tmp_path) -> None:
-    run_config = {"num-rounds": 2, "lr": 0.05, "output-root": str(tmp_path / "runs"), "seed": 5}
+    run_config = {
+        "algorithm": "fedavg",
+        "num-rounds": 2,
+        "lr": 0.05,
+        "output-root": str(tmp_path / "runs"),
+        "seed": 5,
+    }
     result = launch(run_config, num_supernodes=3, workdir=tmp_path / "launch", timeout=600)
     assert result.returncode == 0, result.output[-3000:]
     expected = RunConfig.from_run_config(run_config)
@@ -77,3 +83,36 @@ def test_bad_run_config_value_stops_before_writing_anything(tmp_path) -> None:
     assert "run-config key 'lr': must be > 0" in result.output
     assert "fedticket: results in" not in result.output
     assert not (tmp_path / "runs").exists()
+
+
+CNN_TOTALS = [21750, 17400, 13920, 11136]
+
+
+def test_lotteryfl_densities_follow_0_8_power_k_and_payloads_follow_density(tmp_path) -> None:
+    run_config = {
+        "algorithm": "lotteryfl",
+        "num-rounds": 3,
+        "acc-threshold": -1.0,
+        "min-train-clients": 3,
+        "min-evaluate-clients": 3,
+        "output-root": str(tmp_path / "runs"),
+    }
+    result = launch(run_config, num_supernodes=3, workdir=tmp_path / "launch", timeout=600)
+    assert result.returncode == 0 and result.run_dir is not None, result.output[-3000:]
+    clients = pd.read_parquet(result.run_dir / "clients.parquet")
+    train = clients[clients["phase"] == "train"]
+    for round_ in (1, 2, 3):
+        densities = train[train["round"] == round_]["density"]
+        assert np.allclose(densities, CNN_TOTALS[round_] / 21750), densities
+    comm = pd.read_parquet(result.run_dir / "comm.parquet")
+    up = (
+        comm[(comm["kind"] == "train") & (comm["direction"] == "up")]
+        .groupby("round")["payload_bytes"]
+        .mean()
+    )
+    assert up[1] > up[2] > up[3]  # each client's reply shrinks with its density
+    values_at = {r: 4 * (CNN_TOTALS[r] + 90) for r in (1, 2, 3)}  # kept weights + 90 biases
+    for r in (1, 2, 3):
+        assert values_at[r] < up[r] < values_at[r] * 1.25  # + positions and 8 small headers
+    rounds = pd.read_parquet(result.run_dir / "rounds.parquet")
+    assert np.allclose(rounds["mean_density"], [CNN_TOTALS[r] / 21750 for r in (1, 2, 3)])

@@ -1,0 +1,110 @@
+"""LotteryFL client: gate, prune and rewind, then train the personal lottery ticket.
+
+Implementation based on Li et al., arXiv 2008.03371 (LotteryFL) and its reference code; the
+steps follow ../shared/algorithms/lotteryfl.md (R3-R5).
+
+Each round the client (1) evaluates the received sub-model ``theta_global * m_k`` on its gate
+data; (2) if that accuracy is above ``acc-threshold`` (strictly) and its nominal kept rate r_k
+is above ``target-density``, prunes ``prune-rate`` of each layer's remaining weights by
+magnitude of the received weights, sets r_k <- r_k (1 - prune-rate), and rewinds the kept
+weights and every unpruned tensor to theta_0; (3) trains ``local-epochs`` with the mask held;
+(4) replies with its kept weights, biases and, when it pruned, its new mask.
+
+Deviations from the reference code (each a bug the spec lists, or a choice it leaves open)
+-------------------------------------------------------------------------------------------
+- Rewind copies theta_0's values (the code aliases bias storage, B1/B2); theta_0 is rebuilt from
+  the run seed on the client, so it never travels.
+- Gradients are masked by the mask, not by ``|w| < 1e-6`` (B3); momentum is the configured one
+  (B4).
+- The gate uses the validation split by default (``gate-data="val"``, the paper's wording; the
+  code uses up to 80 random test images, B5); ``gate-data="test"`` uses the local test split.
+- The prune count is exact, ceil(rate * (alive - 1)) per layer, ties broken by index: the
+  code's percentile rule on distinct magnitudes, robust to ties.
+- The stop rule is the code's (prune while r_k > target, so target 0.1 ends at 0.8^11 = 0.0859,
+  B7). BatchNorm tensors (absent from the paper's models) rewind with the biases.
+- Reported accuracy is the current (not best-ever, B6) accuracy of each client's sub-model on its
+  whole local test split, averaged over clients.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+
+from clients.base import FederatedClient, Masks, register_client
+from fedticket.data import DATASETS
+from fedticket.masks import Mask, ones_masks, prunable_names, prune_by_magnitude
+from fedticket.models import build_model, load_state_arrays, state_arrays
+from fedticket.train import evaluate, train
+
+
+@functools.lru_cache(maxsize=4)
+def initial_weights(model: str, dataset: str, seed: int) -> dict[str, np.ndarray]:
+    """theta_0: the same seeded initialisation the server starts from."""
+    spec = DATASETS[dataset]
+    return state_arrays(build_model(model, spec.input_shape, spec.num_classes, seed=seed))
+
+
+def rewind(theta0: dict[str, np.ndarray], masks: Masks) -> dict[str, np.ndarray]:
+    """Kept weights and all unmasked tensors back to theta_0; pruned entries 0 (values copied)."""
+    return {
+        name: np.where(masks[name], values, 0).astype(values.dtype)
+        if name in masks
+        else values.copy()
+        for name, values in theta0.items()
+    }
+
+
+@register_client("lotteryfl")
+class LotteryFLClient(FederatedClient):
+    def fit(
+        self, server_round: int, arrays: dict[str, np.ndarray], masks: Masks | None
+    ) -> tuple[dict[str, np.ndarray], Masks | None, dict[str, float]]:
+        config = self.config
+        if masks is None:  # a server that sends no mask means "all kept"
+            masks = ones_masks({n: arrays[n].shape for n in prunable_names(self.model)})
+        counters = self.state.counters()
+        kept_rate = float(counters.get("kept-rate", 1.0))
+        prunes = int(counters.get("prunes", 0))
+
+        load_state_arrays(self.model, arrays)
+        x_gate, y_gate = (
+            (self.data.x_val, self.data.y_val)
+            if config.gate_data == "val"
+            else (self.data.x_test, self.data.y_test)
+        )
+        gate = evaluate(self.model, x_gate, y_gate, batch_size=config.eval_batch_size)
+        gate_accuracy = gate.accuracy if gate.num_examples else 0.0
+        pruned = gate_accuracy > config.acc_threshold and kept_rate > config.target_density
+        if pruned:
+            masks = prune_by_magnitude(arrays, masks, config.prune_rate)
+            kept_rate *= 1 - config.prune_rate
+            prunes += 1
+            theta0 = initial_weights(config.model, config.dataset, config.seed)
+            load_state_arrays(self.model, rewind(theta0, masks))
+
+        stats = train(
+            self.model,
+            self.data.x_train,
+            self.data.y_train,
+            epochs=config.local_epochs,
+            batch_size=config.batch_size,
+            lr=config.lr,
+            momentum=config.momentum,
+            weight_decay=config.weight_decay,
+            mask=Mask.from_numpy(masks),
+            seed=self.seed_for(server_round),
+        )
+        counters |= {"kept-rate": kept_rate, "prunes": prunes, "last-round": server_round}
+        self.state.save_counters(counters)
+        metrics = {
+            "num-examples": len(self.data.y_train),
+            "train-loss": stats.loss,
+            "train-seconds": stats.seconds,
+            "gate-accuracy": gate_accuracy,
+            "pruned": float(pruned),
+            "kept-rate": kept_rate,
+            "prunes": prunes,
+        }
+        return state_arrays(self.model), masks, metrics
