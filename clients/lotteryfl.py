@@ -20,6 +20,10 @@ Deviations from the reference code (each a bug the spec lists, or a choice it le
   code uses up to 80 random test images, B5); ``gate-data="test"`` uses the local test split.
 - The prune count is exact, ceil(rate * (alive - 1)) per layer, ties broken by index: the
   code's percentile rule on distinct magnitudes, robust to ties.
+- ``rewind="global"`` restarts from the received global sub-model instead of theta_0: what the
+  reference code did until 2022-11-16, when theta_0 aliased the live global state (B2), so
+  possibly what produced the published numbers; the paper's text and the fixed code rewind
+  to theta_0 (``rewind="init"``, the default).
 - The stop rule is the code's (prune while r_k > target, so target 0.1 ends at 0.8^11 = 0.0859,
   B7). BatchNorm tensors (absent from the paper's models) rewind with the biases.
 - Reported accuracy is the current (not best-ever, B6) accuracy of each client's sub-model on its
@@ -46,13 +50,14 @@ def initial_weights(model: str, dataset: str, seed: int) -> dict[str, np.ndarray
     return state_arrays(build_model(model, spec.input_shape, spec.num_classes, seed=seed))
 
 
-def rewind(theta0: dict[str, np.ndarray], masks: Masks) -> dict[str, np.ndarray]:
-    """Kept weights and all unmasked tensors back to theta_0; pruned entries 0 (values copied)."""
+def rewind(start: dict[str, np.ndarray], masks: Masks) -> dict[str, np.ndarray]:
+    """Kept weights and all unmasked tensors set to ``start`` (theta_0, or the received global
+    model); pruned entries 0. Values are copied, never aliased (bug B1)."""
     return {
         name: np.where(masks[name], values, 0).astype(values.dtype)
         if name in masks
         else values.copy()
-        for name, values in theta0.items()
+        for name, values in start.items()
     }
 
 
@@ -81,8 +86,11 @@ class LotteryFLClient(FederatedClient):
             masks = prune_by_magnitude(arrays, masks, config.prune_rate)
             kept_rate *= 1 - config.prune_rate
             prunes += 1
-            theta0 = initial_weights(config.model, config.dataset, config.seed)
-            load_state_arrays(self.model, rewind(theta0, masks))
+            if config.rewind == "init":
+                start = initial_weights(config.model, config.dataset, config.seed)
+            else:
+                start = arrays
+            load_state_arrays(self.model, rewind(start, masks))
 
         stats = train(
             self.model,

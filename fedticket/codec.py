@@ -76,7 +76,15 @@ VALUE_DTYPES: dict[str, int] = {
     "int32": 6,
 }
 _DTYPE_NAMES = {code: name for name, code in VALUE_DTYPES.items()}
-_ITEMSIZE = {"float32": 4, "float16": 2, "bfloat16": 2, "float64": 8, "int64": 8, "int32": 4}
+_WIRE_DTYPE = {
+    "float32": "<f4",
+    "float16": "<f2",
+    "bfloat16": "<u2",
+    "float64": "<f8",
+    "int64": "<i8",
+    "int32": "<i4",
+}
+_ITEMSIZE = {name: np.dtype(wire).itemsize for name, wire in _WIRE_DTYPE.items()}
 _DECODED_DTYPE = {
     "float32": np.float32,
     "float16": np.float32,
@@ -640,22 +648,16 @@ def _values_to_bytes(values: np.ndarray, dtype: str) -> bytes:
         ).astype(np.uint16)
         nan = np.isnan(values)
         rounded[nan] = (bits[nan] >> np.uint32(16)).astype(np.uint16) | np.uint16(0x0040)
-        return rounded.astype("<u2").tobytes()
-    target = {"float32": "<f4", "float16": "<f2", "float64": "<f8", "int64": "<i8", "int32": "<i4"}[
-        dtype
-    ]
-    return np.ascontiguousarray(values).astype(target).tobytes()
+        return rounded.astype(_WIRE_DTYPE["bfloat16"]).tobytes()
+    return np.ascontiguousarray(values).astype(_WIRE_DTYPE[dtype]).tobytes()
 
 
 def _values_from_bytes(raw: bytes, dtype: str, count: int) -> np.ndarray:
     if dtype == "bfloat16":
-        return (np.frombuffer(raw, "<u2", count).astype(np.uint32) << np.uint32(16)).view(
-            np.float32
-        )
-    source = {"float32": "<f4", "float16": "<f2", "float64": "<f8", "int64": "<i8", "int32": "<i4"}[
-        dtype
-    ]
-    return np.frombuffer(raw, source, count).astype(_DECODED_DTYPE[dtype])
+        return (
+            np.frombuffer(raw, _WIRE_DTYPE["bfloat16"], count).astype(np.uint32) << np.uint32(16)
+        ).view(np.float32)
+    return np.frombuffer(raw, _WIRE_DTYPE[dtype], count).astype(_DECODED_DTYPE[dtype])
 
 
 def _compress(raw: bytes, itemsize: int, method: str) -> bytes:

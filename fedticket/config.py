@@ -125,6 +125,11 @@ class RunConfig:
     gate_data: str = _spec(
         "val", "LotteryFL: data the prune gate evaluates on", choices=("val", "test")
     )
+    rewind: str = _spec(
+        "init",
+        "LotteryFL: after pruning, restart from theta_0 (paper) or the received global model",
+        choices=("init", "global"),
+    )
     value_dtype: str = _spec(
         "float32",
         "dtype of sent float values (float32 is exact)",

@@ -101,3 +101,14 @@ def test_node_without_partition_id_is_told_how_to_set_it() -> None:
         partition_of({})
     with pytest.raises(NodeConfigError, match="invalid"):
         partition_of({"partition-id": 3, "num-partitions": 3})
+
+
+def test_presets_are_valid_and_fedavg_differs_from_lotteryfl_only_in_algorithm() -> None:
+    presets = PYPROJECT.parent / "simulations" / "presets"
+    lottery = tomllib.loads((presets / "lotteryfl-mnist.toml").read_text())
+    fedavg = tomllib.loads((presets / "fedavg-mnist.toml").read_text())
+    assert RunConfig.from_run_config(lottery).algorithm == "lotteryfl"
+    assert RunConfig.from_run_config(fedavg).algorithm == "fedavg"
+    assert {k: v for k, v in lottery.items() if k != "algorithm"} == {
+        k: v for k, v in fedavg.items() if k != "algorithm"
+    }

@@ -1,0 +1,113 @@
+"""LotteryFL vs FedAvg on the paper's MNIST setup scaled to this machine (Table 2 direction).
+
+Runs the presets ``simulations/presets/{lotteryfl,fedavg}-mnist.toml`` through ``flwr run``
+(simulation engine, 100 clients) and prints one table: final personalised accuracy (mean and
+spread over clients), total bytes both directions (payload and message), train-message bytes,
+bytes until the run first reaches 95 % of its final accuracy, final mean density and wall time.
+
+Usage::
+
+    python -m benchmarks.lotteryfl                       # offline default data
+    python -m benchmarks.lotteryfl --dataset mnist-idx   # ../shared/datasets/mnist (10,000 images)
+    python -m benchmarks.lotteryfl --rounds 20           # a shorter run
+"""
+
+from __future__ import annotations
+
+import argparse
+import tomllib
+from pathlib import Path
+
+import pandas as pd
+
+from simulations.launcher import PROJECT_DIR, launch
+
+RESULTS = Path(__file__).resolve().parent / "results"
+PRESETS = PROJECT_DIR / "simulations" / "presets"
+SHARED_MNIST = PROJECT_DIR.parent / "shared" / "datasets" / "mnist"
+VARIANTS = [  # (name, preset, run-config overrides)
+    ("FedAvg", "fedavg-mnist.toml", {}),
+    ("LotteryFL", "lotteryfl-mnist.toml", {}),
+    ("LotteryFL fp16", "lotteryfl-mnist.toml", {"value-dtype": "float16"}),
+    ("LotteryFL rewind=global", "lotteryfl-mnist.toml", {"rewind": "global"}),
+    (
+        "LotteryFL rewind=global fp16",
+        "lotteryfl-mnist.toml",
+        {"rewind": "global", "value-dtype": "float16"},
+    ),
+]
+
+
+def summarise(name: str, run_dir: Path, seconds: float) -> dict:
+    rounds = pd.read_parquet(run_dir / "rounds.parquet")
+    comm = pd.read_parquet(run_dir / "comm.parquet")
+    evaluated = rounds.dropna(subset=["personal_accuracy"])
+    final = evaluated.iloc[-1]
+    cumulative = (
+        rounds.set_index("round")[["message_bytes_down", "message_bytes_up"]].sum(axis=1).cumsum()
+    )
+    reached = evaluated[evaluated["personal_accuracy"] >= 0.95 * final["personal_accuracy"]].iloc[0]
+    train = comm[comm["kind"] == "train"]
+    return {
+        "algorithm": name,
+        "personal_acc": final["personal_accuracy"],
+        "personal_acc_std": final["personal_accuracy_std"],
+        "total_payload_MB": comm["payload_bytes"].sum() / 1e6,
+        "total_message_MB": comm["message_bytes"].sum() / 1e6,
+        "train_payload_MB": train["payload_bytes"].sum() / 1e6,
+        "train_message_MB": train["message_bytes"].sum() / 1e6,
+        "MB_to_95pct_final": cumulative.loc[reached["round"]] / 1e6,
+        "round_95pct": int(reached["round"]),
+        "final_density": rounds["mean_density"].dropna().iloc[-1],
+        "wall_s": seconds,
+        "run_dir": str(run_dir),
+    }
+
+
+def markdown_table(frame: pd.DataFrame) -> str:
+    def cell(value: object) -> str:
+        return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+    lines = ["| " + " | ".join(frame.columns) + " |", "|" + "---|" * len(frame.columns)]
+    lines += [
+        "| " + " | ".join(cell(v) for v in row) + " |" for row in frame.itertuples(index=False)
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> pd.DataFrame:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--dataset", choices=["mnist-offline", "mnist-idx"], default="mnist-offline"
+    )
+    parser.add_argument("--rounds", type=int, default=None, help="override num-rounds")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args(argv)
+    overrides: dict = {"output-root": str(args.out / "runs")}
+    if args.dataset == "mnist-idx":
+        overrides |= {"dataset": "mnist-idx", "data-dir": str(SHARED_MNIST)}
+    if args.rounds:
+        overrides["num-rounds"] = args.rounds
+    rows = []
+    for name, preset, variant in VARIANTS:
+        config = tomllib.loads((PRESETS / preset).read_text()) | overrides | variant
+        result = launch(config, num_supernodes=100, cpus_per_client=1, timeout=3600)
+        if result.returncode != 0 or result.run_dir is None:
+            raise SystemExit(f"{name} failed:\n{result.output[-3000:]}")
+        rows.append(summarise(name, result.run_dir, result.seconds))
+        print(f"{name}: done in {result.seconds:.0f} s", flush=True)
+    table = pd.DataFrame(rows)
+    base = table.loc[table["algorithm"] == "FedAvg"].iloc[0]
+    table["payload_vs_fedavg"] = base["total_payload_MB"] / table["total_payload_MB"]
+    table["message_vs_fedavg"] = base["total_message_MB"] / table["total_message_MB"]
+    args.out.mkdir(parents=True, exist_ok=True)
+    stem = f"lotteryfl_{args.dataset}"
+    table.to_csv(args.out / f"{stem}.csv", index=False)
+    shown = table.drop(columns=["run_dir"])
+    (args.out / f"{stem}.md").write_text(markdown_table(shown))
+    print(shown.to_string(index=False, float_format=lambda x: f"{x:.4g}"))
+    return table
+
+
+if __name__ == "__main__":
+    main()
