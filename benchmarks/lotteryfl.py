@@ -50,6 +50,7 @@ def summarise(name: str, run_dir: Path, seconds: float) -> dict:
     train = comm[comm["kind"] == "train"]
     return {
         "algorithm": name,
+        "rounds": int(rounds["round"].max()),
         "personal_acc": final["personal_accuracy"],
         "personal_acc_std": final["personal_accuracy_std"],
         "total_payload_MB": comm["payload_bytes"].sum() / 1e6,
@@ -82,6 +83,9 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     )
     parser.add_argument("--rounds", type=int, default=None, help="override num-rounds")
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument(
+        "--variants", nargs="*", default=None, help="names from VARIANTS to run (default: all)"
+    )
     args = parser.parse_args(argv)
     overrides: dict = {"output-root": str(args.out / "runs")}
     if args.dataset == "mnist-idx":
@@ -89,7 +93,8 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     if args.rounds:
         overrides["num-rounds"] = args.rounds
     rows = []
-    for name, preset, variant in VARIANTS:
+    chosen = [v for v in VARIANTS if args.variants is None or v[0] in args.variants]
+    for name, preset, variant in chosen:
         config = tomllib.loads((PRESETS / preset).read_text()) | overrides | variant
         result = launch(config, num_supernodes=100, cpus_per_client=1, timeout=3600)
         if result.returncode != 0 or result.run_dir is None:
@@ -101,7 +106,8 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     table["payload_vs_fedavg"] = base["total_payload_MB"] / table["total_payload_MB"]
     table["message_vs_fedavg"] = base["total_message_MB"] / table["total_message_MB"]
     args.out.mkdir(parents=True, exist_ok=True)
-    stem = f"lotteryfl_{args.dataset}"
+    rounds = table["rounds"].iloc[0]
+    stem = f"lotteryfl_{args.dataset}_{rounds}rounds"
     table.to_csv(args.out / f"{stem}.csv", index=False)
     shown = table.drop(columns=["run_dir"])
     (args.out / f"{stem}.md").write_text(markdown_table(shown))

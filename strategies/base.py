@@ -105,6 +105,7 @@ class _Sent:
     node_id: int
     dense: int
     digest: str = ""
+    masks: Masks | None = None  # what the node holds once it has this message
 
 
 @dataclass
@@ -291,7 +292,7 @@ class SparseStrategy(Strategy):
             content, dst_node_id=node_id, message_type=message_type, group_id=str(server_round)
         )
         dense = dense_bytes(tensors) if tensors is not None else 0
-        self._outbox.append(_Sent(message, node, node_id, dense, digest))
+        self._outbox.append(_Sent(message, node, node_id, dense, digest, masks))
         return message
 
     def _record(
@@ -410,7 +411,7 @@ class SparseStrategy(Strategy):
                     reply.content["arrays"],
                     reply.content["payload"],
                     self.template,
-                    held_masks=self.masks.get(node.partition_id),
+                    held_masks=sent.masks,
                 )
             except (PayloadError, KeyError) as exc:
                 outcome.failed.append(
@@ -418,7 +419,7 @@ class SparseStrategy(Strategy):
                 )
                 self.held.pop(node.partition_id, None)
                 continue
-            if payload.masks_sent or (payload.masks is None and node.partition_id in self.masks):
+            if payload.digest != sent.digest:  # the client changed its mask (e.g. it pruned)
                 self.on_client_masks(node, payload.masks)
             self.held[node.partition_id] = payload.digest
             update = ClientUpdate(
