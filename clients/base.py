@@ -19,6 +19,7 @@ from torch import nn
 
 from fedticket.config import RunConfig
 from fedticket.data import DATASETS, ClientData, client_data
+from fedticket.devices import density_level
 from fedticket.flower_io import decode_payload, encode_payload, record_to_state, state_to_record
 from fedticket.masks import mask_digest
 from fedticket.models import build_model, load_state_arrays, state_arrays
@@ -110,17 +111,24 @@ class ClientState:
 
 class FederatedClient:
     """One client's algorithm steps. ``model`` holds the architecture; tensors come in and go
-    out as name -> numpy dicts, masks as name -> bool arrays (None = dense)."""
+    out as name -> numpy dicts, masks as name -> bool arrays (None = dense). ``instructions``
+    is the message's config record (server round, algorithm stage, ...)."""
 
     name: ClassVar[str] = ""
 
     def __init__(
-        self, config: RunConfig, data: ClientData, state: ClientState, model: nn.Module
+        self,
+        config: RunConfig,
+        data: ClientData,
+        state: ClientState,
+        model: nn.Module,
+        instructions: Mapping[str, Any] | None = None,
     ) -> None:
         self.config = config
         self.data = data
         self.state = state
         self.model = model
+        self.instructions = dict(instructions or {})
 
     def seed_for(self, server_round: int, purpose: int = 0) -> int:
         """A training seed unique to (run seed, round, partition): runs repeat exactly."""
@@ -201,6 +209,7 @@ def handle_message(kind: str, message: Message, context: Context) -> Message:
             "num-train": len(data.y_train),
             "num-test": len(data.y_test),
         } | link_of(context.node_config, config)
+        metrics["density-level"] = density_level(context.node_config, pid)
         return Message(RecordDict({"metrics": MetricRecord(metrics)}), reply_to=message)
 
     model = _model_for(config)
@@ -214,20 +223,22 @@ def handle_message(kind: str, message: Message, context: Context) -> Message:
     if payload.masks_sent:
         state.save_masks(payload.masks)
     server_round = int(message.content["config"]["server-round"])
-    client = CLIENTS[config.algorithm](config, data, state, model)
+    instructions = dict(message.content["config"])
+    client = CLIENTS[config.algorithm](config, data, state, model, instructions)
     content = RecordDict()
     if kind == "train":
         arrays, masks, metrics = client.fit(server_round, payload.tensors, payload.masks)
         changed = mask_digest(masks) != payload.digest
         if changed:
             state.save_masks(masks)
-        content["arrays"], content["payload"] = encode_payload(
-            arrays,
-            masks,
-            send_masks=changed,
-            value_dtype=config.value_dtype,
-            compression=config.value_compression,
-        )
+        if arrays is not None:  # None: the step replies with metrics only (FLASH stage 1)
+            content["arrays"], content["payload"] = encode_payload(
+                arrays,
+                masks,
+                send_masks=changed,
+                value_dtype=config.value_dtype,
+                compression=config.value_compression,
+            )
         metrics = {"density": density(masks)} | metrics
     elif kind == "evaluate":
         metrics = client.evaluate(server_round, payload.tensors, payload.masks)

@@ -130,6 +130,38 @@ class RunConfig:
         "LotteryFL: after pruning, restart from theta_0 (paper) or the received global model",
         choices=("init", "global"),
     )
+    density: float = _spec(
+        0.05, "FLASH: target density of the consensus sub-model", low=0, high=1, low_open=True
+    )
+    flash_mode: str = _spec(
+        "jmwst",
+        "FLASH: fixed mask, evolving consensus mask, or per-device budgets",
+        choices=("spdst", "jmwst", "hetero"),
+    )
+    init_fraction: float = _spec(
+        0.1,
+        "FLASH stage 1: share of clients that measure layer sensitivity",
+        low=0,
+        high=1,
+        low_open=True,
+    )
+    init_epochs: int = _spec(10, "FLASH stage 1: local epochs of sparse dynamic training", low=1)
+    dst_prune_rate: float = _spec(
+        0.25, "FLASH: initial prune-and-regrow share of sparse dynamic training", low=0, high=1
+    )
+    consensus_interval: int = _spec(
+        1, "FLASH JMWST: rounds between consensus-mask updates (r_int)", low=1
+    )
+    budget_source: str = _spec(
+        "avg",
+        "FLASH: layer budgets from the clients' average counts or the aggregate's non-zeros",
+        choices=("avg", "aggregate"),
+    )
+    update_mode: str = _spec(
+        "mean",
+        "FLASH: plain mean (pruned = 0) or mean over the clients that hold each weight",
+        choices=("mean", "coverage"),
+    )
     value_dtype: str = _spec(
         "float32",
         "dtype of sent float values (float32 is exact)",

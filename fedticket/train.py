@@ -10,6 +10,7 @@ Batches come from a seeded ``torch.Generator``: the same seed gives the same run
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -24,6 +25,7 @@ class TrainStats:
     loss: float  # mean training loss over all batches of all epochs
     num_examples: int
     seconds: float
+    mask: Mask | None = None  # the mask at the end (changed only by a step_hook)
 
 
 @dataclass(frozen=True)
@@ -45,8 +47,12 @@ def train(
     weight_decay: float = 0.0,
     mask: Mask | None = None,
     seed: int = 0,
+    step_hook: Callable[[int, int, int], Mask | None] | None = None,
 ) -> TrainStats:
-    """SGD for ``epochs`` over shuffled batches (the last partial batch is kept)."""
+    """SGD for ``epochs`` over shuffled batches (the last partial batch is kept).
+
+    ``step_hook(epoch, batch, batches_per_epoch)`` runs after every step; a Mask it returns
+    replaces the current one (sparse dynamic training evolves the mask this way)."""
     start = time.perf_counter()
     xs, ys = torch.from_numpy(x), torch.from_numpy(y)
     generator = torch.Generator().manual_seed(seed)
@@ -59,7 +65,7 @@ def train(
     total, batches = 0.0, 0
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)  # dropout draws
-        for _ in range(epochs):
+        for epoch in range(epochs):
             order = torch.randperm(len(xs), generator=generator)
             for begin in range(0, len(xs), batch_size):
                 batch = order[begin : begin + batch_size]
@@ -73,7 +79,12 @@ def train(
                     mask.apply_to_weights(model)
                 total += float(loss.detach())
                 batches += 1
-    return TrainStats(total / max(batches, 1), len(xs) * epochs, time.perf_counter() - start)
+                if step_hook is not None:
+                    new_mask = step_hook(epoch, begin // batch_size, -(-len(xs) // batch_size))
+                    if new_mask is not None:
+                        mask = new_mask
+                        mask.apply_to_weights(model)
+    return TrainStats(total / max(batches, 1), len(xs) * epochs, time.perf_counter() - start, mask)
 
 
 @torch.no_grad()

@@ -49,6 +49,7 @@ def main(grid: Grid, context: Context) -> None:
     except NoClientsError as exc:
         log.error("fedticket: %s", exc)
         sys.exit(3)
+    initial = strategy.prepare(grid, initial)
     run_dir.write_config(config.to_dict())
     strategy.start(
         grid=grid,

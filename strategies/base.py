@@ -75,6 +75,7 @@ class NodeInfo:
     link_up_mbps: float = 0.0
     link_down_mbps: float = 0.0
     link_latency_ms: float = 0.0
+    density_level: float = 1.0  # the node's budget as a share of the target density
 
     def transfer_seconds(self, nbytes: int, direction: str) -> float:
         """Estimated time on this node's link (NaN when no link model is set)."""
@@ -190,6 +191,15 @@ class SparseStrategy(Strategy):
         else:
             self.masks[node.partition_id] = masks
 
+    def prepare(self, grid: Grid, initial: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Run once after ``connect`` and before round 1; returns the initial global model
+        (FLASH's stage 1 measures layer sensitivity here and re-initialises the model)."""
+        return initial
+
+    def round_extras(self, server_round: int) -> dict[str, float]:
+        """Algorithm-specific columns for this round's ``rounds.parquet`` row."""
+        return {}
+
     @abstractmethod
     def aggregate(
         self, server_round: int, updates: list[ClientUpdate], global_arrays: dict[str, np.ndarray]
@@ -238,6 +248,7 @@ class SparseStrategy(Strategy):
                 float(m.get("link-up-mbps", 0.0)),
                 float(m.get("link-down-mbps", 0.0)),
                 float(m.get("link-latency-ms", 0.0)),
+                float(m.get("density-level", 1.0)),
             )
             self.nodes[node.node_id] = node
         for node_id, _pid, status, reason in outcome.failed:
@@ -273,10 +284,10 @@ class SparseStrategy(Strategy):
         server_round: int,
         tensors: dict[str, np.ndarray] | None = None,
         masks: Masks | None = None,
+        instructions: dict[str, int | float | str] | None = None,
     ) -> Message:
-        content = RecordDict(
-            {"config": ConfigRecord({"server-round": server_round, "algorithm": self.name})}
-        )
+        header = {"server-round": server_round, "algorithm": self.name} | (instructions or {})
+        content = RecordDict({"config": ConfigRecord(header)})
         digest = mask_digest(masks)
         if tensors is not None:
             send_masks = node is None or self.held.get(node.partition_id) != digest
@@ -494,7 +505,7 @@ class SparseStrategy(Strategy):
         self._record_failures(server_round, "evaluate", outcome)
         summary = round_summary(
             server_round, self.client_rows, self.ledger, time.perf_counter() - self._round_started
-        )
+        ) | self.round_extras(server_round)
         self.round_rows.append(summary)
         self.write_results()
         log_progress(summary, self.config.num_rounds)
