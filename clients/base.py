@@ -245,6 +245,7 @@ def handle_message(kind: str, message: Message, context: Context) -> Message:
     else:
         raise ValueError(f"unknown message kind {kind!r}")
     content["metrics"] = MetricRecord(
-        {"partition-id": pid} | {k: float(v) for k, v in metrics.items()}
+        {"partition-id": pid}
+        | {k: (v if isinstance(v, list) else float(v)) for k, v in metrics.items()}
     )
     return Message(content, reply_to=message)

@@ -116,3 +116,30 @@ def test_lotteryfl_densities_follow_0_8_power_k_and_payloads_follow_density(tmp_
         assert values_at[r] < up[r] < values_at[r] * 1.25  # + positions and 8 small headers
     rounds = pd.read_parquet(result.run_dir / "rounds.parquet")
     assert np.allclose(rounds["mean_density"], [CNN_TOTALS[r] / 21750 for r in (1, 2, 3)])
+
+
+def test_flash_hetero_four_clients_payloads_follow_their_budgets(tmp_path) -> None:
+    run_config = {
+        "algorithm": "flash",
+        "flash-mode": "hetero",
+        "num-rounds": 2,
+        "density": 0.2,
+        "init-epochs": 2,
+        "init-fraction": 0.5,
+        "min-train-clients": 4,
+        "min-evaluate-clients": 4,
+        "output-root": str(tmp_path / "runs"),
+    }
+    result = launch(run_config, num_supernodes=4, workdir=tmp_path / "launch", timeout=600)
+    assert result.returncode == 0 and result.run_dir is not None, result.output[-3000:]
+    assert "FLASH stage 1 (2 clients)" in result.output
+    comm = pd.read_parquet(result.run_dir / "comm.parquet")
+    down = comm[(comm["round"] == 2) & (comm["kind"] == "train") & (comm["direction"] == "down")]
+    sizes = down.set_index("partition_id")["payload_bytes"]
+    # simulated nodes take the paper's mix by partition id: 0-2 at 0.5 d, 3 at 0.75 d
+    assert sizes[0] == sizes[1] == sizes[2] < sizes[3]
+    clients = pd.read_parquet(result.run_dir / "clients.parquet")
+    train = clients[(clients["round"] == 2) & (clients["phase"] == "train")].set_index(
+        "partition_id"
+    )
+    assert train.loc[3, "density"] == pytest.approx(1.5 * train.loc[0, "density"], rel=0.05)
