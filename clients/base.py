@@ -137,6 +137,16 @@ class FederatedClient:
         )
         return int(seq.generate_state(1, dtype=np.uint32)[0])
 
+    def lr_for(self, server_round: int) -> float:
+        """``lr`` in round 1, decayed geometrically to ``lr-end`` in the last round (FLASH's
+        0.1 -> 0.001 schedule over the run's rounds; the reference code divides by 1000
+        rounds whatever the run's length, bug 3)."""
+        config = self.config
+        if config.lr_end <= 0 or config.num_rounds <= 1:
+            return config.lr
+        progress = (min(server_round, config.num_rounds) - 1) / (config.num_rounds - 1)
+        return config.lr * (config.lr_end / config.lr) ** progress
+
     def fit(
         self, server_round: int, arrays: dict[str, np.ndarray], masks: Masks | None
     ) -> tuple[dict[str, np.ndarray], Masks | None, dict[str, float]]:

@@ -28,7 +28,7 @@ class FedAvgClient(FederatedClient):
             self.data.y_train,
             epochs=self.config.local_epochs,
             batch_size=self.config.batch_size,
-            lr=self.config.lr,
+            lr=self.lr_for(server_round),
             momentum=self.config.momentum,
             weight_decay=self.config.weight_decay,
             mask=Mask.from_numpy(masks) if masks else None,

@@ -58,7 +58,7 @@ class FlashClient(FederatedClient):
             return current_mask[0]
 
         current_mask = [Mask.from_numpy(masks) if masks else None]
-        lr = 0.1 if sensitivity else config.lr  # stage 1 trains at lr-start 0.1 (spec 1.3)
+        lr = 0.1 if sensitivity else self.lr_for(server_round)  # stage 1: lr-start 0.1 (spec 1.3)
         stats = train(
             self.model,
             self.data.x_train,

@@ -38,7 +38,7 @@ import numpy as np
 
 from clients.base import FederatedClient, Masks, register_client
 from fedticket.data import DATASETS
-from fedticket.masks import Mask, ones_masks, prunable_names, prune_by_magnitude
+from fedticket.masks import Mask, ones_masks, prune_by_magnitude, select_layers
 from fedticket.models import build_model, load_state_arrays, state_arrays
 from fedticket.train import evaluate, train
 
@@ -68,7 +68,8 @@ class LotteryFLClient(FederatedClient):
     ) -> tuple[dict[str, np.ndarray], Masks | None, dict[str, float]]:
         config = self.config
         if masks is None:  # a server that sends no mask means "all kept"
-            masks = ones_masks({n: arrays[n].shape for n in prunable_names(self.model)})
+            layers = select_layers(self.model, config.sparse_layers)
+            masks = ones_masks({n: arrays[n].shape for n in layers})
         counters = self.state.counters()
         kept_rate = float(counters.get("kept-rate", 1.0))
         prunes = int(counters.get("prunes", 0))
@@ -98,7 +99,7 @@ class LotteryFLClient(FederatedClient):
             self.data.y_train,
             epochs=config.local_epochs,
             batch_size=config.batch_size,
-            lr=config.lr,
+            lr=self.lr_for(server_round),
             momentum=config.momentum,
             weight_decay=config.weight_decay,
             mask=Mask.from_numpy(masks),

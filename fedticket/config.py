@@ -100,7 +100,12 @@ class RunConfig:
     local_epochs: int = _spec(1, "local epochs per round", low=1)
     batch_size: int = _spec(32, "local training batch size", low=1)
     eval_batch_size: int = _spec(500, "evaluation batch size", low=1)
-    lr: float = _spec(0.01, "local SGD learning rate", low=0, low_open=True)
+    lr: float = _spec(0.01, "local SGD learning rate (of round 1)", low=0, low_open=True)
+    lr_end: float = _spec(
+        0.0,
+        "learning rate of the last round, decayed geometrically from lr (0 = constant lr)",
+        low=0,
+    )
     momentum: float = _spec(0.5, "local SGD momentum", low=0, high=1)
     weight_decay: float = _spec(0.0, "local SGD weight decay", low=0)
     aggregation_weights: str = _spec(
@@ -156,6 +161,11 @@ class RunConfig:
         "avg",
         "FLASH: layer budgets from the clients' average counts or the aggregate's non-zeros",
         choices=("avg", "aggregate"),
+    )
+    sparse_layers: str = _spec(
+        "all",
+        "which conv/linear weights masks cover: all, all but the first and last, or convs only",
+        choices=("all", "middle", "conv"),
     )
     update_mode: str = _spec(
         "mean",

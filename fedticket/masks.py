@@ -28,6 +28,26 @@ def prunable_names(model: nn.Module) -> list[str]:
     ]
 
 
+def select_layers(model: nn.Module, rule: str = "all") -> list[str]:
+    """The prunable weights a run's masks cover: ``all`` conv/linear weights, ``middle`` (all
+    but the first and the last, FLASH's MNIST key file) or ``conv`` (convolutions only)."""
+    names = prunable_names(model)
+    if rule == "middle":
+        return names[1:-1]
+    if rule == "conv":
+        modules = dict(model.named_modules())
+        return [
+            n
+            for n in names
+            if isinstance(
+                modules[n.rsplit(".", 1)[0] if "." in n else ""], nn.Conv1d | nn.Conv2d | nn.Conv3d
+            )
+        ]
+    if rule != "all":
+        raise ValueError(f"unknown layer rule {rule!r}; use all, middle or conv")
+    return names
+
+
 class Mask(dict[str, torch.Tensor]):
     """Parameter name -> bool tensor (True = kept)."""
 

@@ -17,7 +17,7 @@ from clients import CLIENTS
 from fedticket.config import ConfigError, RunConfig
 from fedticket.data import DATASETS
 from fedticket.flower_io import state_to_record
-from fedticket.masks import prunable_names
+from fedticket.masks import select_layers
 from fedticket.models import build_model, state_arrays
 from fedticket.results import RunDirectory, resolve_output_root
 from strategies import STRATEGIES
@@ -43,7 +43,8 @@ def main(grid: Grid, context: Context) -> None:
     run_dir = RunDirectory(
         resolve_output_root(config.output_root), config.algorithm, config.config_hash()
     )
-    strategy = STRATEGIES[config.algorithm](config, initial, run_dir, prunable_names(model))
+    sparse = select_layers(model, config.sparse_layers)
+    strategy = STRATEGIES[config.algorithm](config, initial, run_dir, sparse)
     try:
         strategy.connect(grid)
     except NoClientsError as exc:

@@ -102,3 +102,22 @@ def test_mask_digest_changes_with_one_bit() -> None:
     digest = mask.digest()
     mask["1.weight"][0, 0] = False
     assert mask.digest() != digest and mask.num_kept == mask.num_total - 1
+
+
+def test_select_layers_rules() -> None:
+    from fedticket.masks import select_layers
+
+    cnn = build_model("mnist-cnn", (1, 28, 28), 10, seed=0)
+    assert select_layers(cnn, "all") == ["conv1.weight", "conv2.weight", "fc1.weight", "fc2.weight"]
+    assert select_layers(cnn, "middle") == ["conv2.weight", "fc1.weight"]  # FLASH's MNIST key file
+    assert select_layers(cnn, "conv") == ["conv1.weight", "conv2.weight"]
+
+
+def test_lr_schedule_decays_geometrically_over_the_run() -> None:
+    from clients.fedavg import FedAvgClient
+
+    config = RunConfig.from_run_config({"lr": 0.1, "lr-end": 0.001, "num-rounds": 3})
+    client = FedAvgClient(config, _data(), None, None)
+    assert [round(client.lr_for(r), 6) for r in (1, 2, 3)] == [0.1, 0.01, 0.001]
+    constant = FedAvgClient(RunConfig(), _data(), None, None)
+    assert constant.lr_for(7) == RunConfig().lr
