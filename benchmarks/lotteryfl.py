@@ -15,16 +15,18 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import tomllib
 from pathlib import Path
 
 import pandas as pd
 
-from simulations.launcher import PROJECT_DIR, launch
+from benchmarks.common import (
+    RESULTS,
+    SHARED_MNIST,
+    cumulative_message_bytes,
+    run_preset,
+    write_table,
+)
 
-RESULTS = Path(__file__).resolve().parent / "results"
-PRESETS = PROJECT_DIR / "simulations" / "presets"
-SHARED_MNIST = PROJECT_DIR.parent / "shared" / "datasets" / "mnist"
 VARIANTS = [  # (name, preset, run-config overrides)
     ("FedAvg", "fedavg-mnist.toml", {}),
     ("LotteryFL", "lotteryfl-mnist.toml", {}),
@@ -43,9 +45,7 @@ def summarise(name: str, run_dir: Path, seconds: float) -> dict:
     comm = pd.read_parquet(run_dir / "comm.parquet")
     evaluated = rounds.dropna(subset=["personal_accuracy"])
     final = evaluated.iloc[-1]
-    cumulative = (
-        rounds.set_index("round")[["message_bytes_down", "message_bytes_up"]].sum(axis=1).cumsum()
-    )
+    cumulative = cumulative_message_bytes(rounds)
     reached = evaluated[evaluated["personal_accuracy"] >= 0.95 * final["personal_accuracy"]].iloc[0]
     train = comm[comm["kind"] == "train"]
     return {
@@ -63,17 +63,6 @@ def summarise(name: str, run_dir: Path, seconds: float) -> dict:
         "wall_s": seconds,
         "run_dir": str(run_dir),
     }
-
-
-def markdown_table(frame: pd.DataFrame) -> str:
-    def cell(value: object) -> str:
-        return f"{value:.4g}" if isinstance(value, float) else str(value)
-
-    lines = ["| " + " | ".join(frame.columns) + " |", "|" + "---|" * len(frame.columns)]
-    lines += [
-        "| " + " | ".join(cell(v) for v in row) + " |" for row in frame.itertuples(index=False)
-    ]
-    return "\n".join(lines) + "\n"
 
 
 def main(argv: list[str] | None = None) -> pd.DataFrame:
@@ -95,23 +84,14 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     rows = []
     chosen = [v for v in VARIANTS if args.variants is None or v[0] in args.variants]
     for name, preset, variant in chosen:
-        config = tomllib.loads((PRESETS / preset).read_text()) | overrides | variant
-        result = launch(config, num_supernodes=100, cpus_per_client=1, timeout=3600)
-        if result.returncode != 0 or result.run_dir is None:
-            raise SystemExit(f"{name} failed:\n{result.output[-3000:]}")
+        result = run_preset(preset, overrides | variant)
         rows.append(summarise(name, result.run_dir, result.seconds))
         print(f"{name}: done in {result.seconds:.0f} s", flush=True)
     table = pd.DataFrame(rows)
     base = table.loc[table["algorithm"] == "FedAvg"].iloc[0]
     table["payload_vs_fedavg"] = base["total_payload_MB"] / table["total_payload_MB"]
     table["message_vs_fedavg"] = base["total_message_MB"] / table["total_message_MB"]
-    args.out.mkdir(parents=True, exist_ok=True)
-    rounds = table["rounds"].iloc[0]
-    stem = f"lotteryfl_{args.dataset}_{rounds}rounds"
-    table.to_csv(args.out / f"{stem}.csv", index=False)
-    shown = table.drop(columns=["run_dir"])
-    (args.out / f"{stem}.md").write_text(markdown_table(shown))
-    print(shown.to_string(index=False, float_format=lambda x: f"{x:.4g}"))
+    write_table(table, args.out, f"lotteryfl_{args.dataset}_{table['rounds'].iloc[0]}rounds")
     return table
 
 

@@ -1,0 +1,47 @@
+"""Shared pieces of the algorithm benchmarks: run presets through ``flwr run`` and summarise."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+import pandas as pd
+
+from simulations.launcher import PROJECT_DIR, LaunchResult, launch
+
+RESULTS = Path(__file__).resolve().parent / "results"
+PRESETS = PROJECT_DIR / "simulations" / "presets"
+SHARED_MNIST = PROJECT_DIR.parent / "shared" / "datasets" / "mnist"
+
+
+def run_preset(preset: str, overrides: dict, *, num_supernodes: int = 100) -> LaunchResult:
+    config = tomllib.loads((PRESETS / preset).read_text()) | overrides
+    result = launch(config, num_supernodes=num_supernodes, cpus_per_client=1, timeout=3600)
+    if result.returncode != 0 or result.run_dir is None:
+        raise SystemExit(f"{preset} {overrides} failed:\n{result.output[-3000:]}")
+    return result
+
+
+def cumulative_message_bytes(rounds: pd.DataFrame) -> pd.Series:
+    return (
+        rounds.set_index("round")[["message_bytes_down", "message_bytes_up"]].sum(axis=1).cumsum()
+    )
+
+
+def markdown_table(frame: pd.DataFrame) -> str:
+    def cell(value: object) -> str:
+        return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+    lines = ["| " + " | ".join(frame.columns) + " |", "|" + "---|" * len(frame.columns)]
+    lines += [
+        "| " + " | ".join(cell(v) for v in row) + " |" for row in frame.itertuples(index=False)
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def write_table(table: pd.DataFrame, out: Path, stem: str) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    table.to_csv(out / f"{stem}.csv", index=False)
+    shown = table.drop(columns=[c for c in ("run_dir",) if c in table])
+    (out / f"{stem}.md").write_text(markdown_table(shown))
+    print(shown.to_string(index=False, float_format=lambda x: f"{x:.4g}"))
