@@ -112,7 +112,9 @@ class Flash(SparseStrategy):
     # ------------------------------------------------------------------ rounds
     def client_masks(self, server_round: int, node: NodeInfo) -> Masks:
         if self.config.flash_mode == "hetero" and self.levels:
-            return self.levels[node.density_level]
+            return self.levels.get(
+                node.density_level, self.consensus
+            )  # new level: until next update
         return self.consensus
 
     def aggregate(
