@@ -14,9 +14,11 @@ PRESETS = PROJECT_DIR / "simulations" / "presets"
 SHARED_MNIST = PROJECT_DIR.parent / "shared" / "datasets" / "mnist"
 
 
-def run_preset(preset: str, overrides: dict, *, num_supernodes: int = 100) -> LaunchResult:
+def run_preset(preset: str, overrides: dict) -> LaunchResult:
+    """One ``flwr run`` of a preset; as many simulated clients as it needs available."""
     config = tomllib.loads((PRESETS / preset).read_text()) | overrides
-    result = launch(config, num_supernodes=num_supernodes, cpus_per_client=1, timeout=3600)
+    nodes = int(config.get("min-available-clients", 2))
+    result = launch(config, num_supernodes=nodes, cpus_per_client=1, timeout=3600)
     if result.returncode != 0 or result.run_dir is None:
         raise SystemExit(f"{preset} {overrides} failed:\n{result.output[-3000:]}")
     return result

@@ -1,6 +1,6 @@
 """FLASH vs dense FedAvg: SPDST, JMWST and hetero-FLASH at densities 0.05 and 0.2, same seeds.
 
-Runs ``simulations/presets/flash-mnist.toml`` through ``flwr run`` (100 simulated clients) and
+Runs ``simulations/presets/flash-mnist.toml`` through ``flwr run`` (20 simulated clients) and
 prints one table: global accuracy (the global sub-model on the union of the clients' local test
 splits), total bytes both directions, bytes until the run first reaches 95 % of the dense
 model's final accuracy, and the consensus: mean pairwise Jaccard overlap of the clients' masks
@@ -8,7 +8,7 @@ before the server's consensus step, and of each client's mask with the consensus
 
 Usage::
 
-    python -m benchmarks.flash                      # 7 runs of 100 rounds (about 15 minutes)
+    python -m benchmarks.flash                      # 7 runs of 100 rounds (about 8 minutes)
     python -m benchmarks.flash --rounds 30 --densities 0.2
 """
 
