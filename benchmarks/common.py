@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import tomllib
 from pathlib import Path
 
@@ -12,6 +13,27 @@ from simulations.launcher import PROJECT_DIR, LaunchResult, launch
 RESULTS = Path(__file__).resolve().parent / "results"
 PRESETS = PROJECT_DIR / "simulations" / "presets"
 SHARED_MNIST = PROJECT_DIR.parent / "shared" / "datasets" / "mnist"
+
+
+def benchmark_parser(description: str) -> argparse.ArgumentParser:
+    """The options every algorithm benchmark takes: data pool, round count, output folder."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument(
+        "--dataset", choices=["mnist-offline", "mnist-idx"], default="mnist-offline"
+    )
+    parser.add_argument("--rounds", type=int, default=None, help="override num-rounds")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    return parser
+
+
+def base_overrides(args: argparse.Namespace) -> dict:
+    """Run-config overrides from ``benchmark_parser``'s options."""
+    overrides: dict = {"output-root": str(args.out / "runs")}
+    if args.dataset == "mnist-idx":
+        overrides |= {"dataset": "mnist-idx", "data-dir": str(SHARED_MNIST)}
+    if args.rounds:
+        overrides["num-rounds"] = args.rounds
+    return overrides
 
 
 def run_preset(preset: str, overrides: dict) -> LaunchResult:

@@ -14,15 +14,14 @@ Usage::
 
 from __future__ import annotations
 
-import argparse
 import math
 from pathlib import Path
 
 import pandas as pd
 
 from benchmarks.common import (
-    RESULTS,
-    SHARED_MNIST,
+    base_overrides,
+    benchmark_parser,
     cumulative_message_bytes,
     run_preset,
     write_table,
@@ -56,20 +55,11 @@ def summarise(name: str, density: float, run_dir: Path, seconds: float, target: 
 
 
 def main(argv: list[str] | None = None) -> pd.DataFrame:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument(
-        "--dataset", choices=["mnist-offline", "mnist-idx"], default="mnist-offline"
-    )
-    parser.add_argument("--rounds", type=int, default=None)
+    parser = benchmark_parser(__doc__.split("\n\n")[0])
     parser.add_argument("--densities", type=float, nargs="*", default=[0.05, 0.2])
     parser.add_argument("--modes", nargs="*", default=["spdst", "jmwst", "hetero"])
-    parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
-    overrides: dict = {"output-root": str(args.out / "runs")}
-    if args.dataset == "mnist-idx":
-        overrides |= {"dataset": "mnist-idx", "data-dir": str(SHARED_MNIST)}
-    if args.rounds:
-        overrides["num-rounds"] = args.rounds
+    overrides = base_overrides(args)
     dense = run_preset(PRESET, overrides | {"algorithm": "fedavg"})
     dense_rounds = pd.read_parquet(dense.run_dir / "rounds.parquet").dropna(
         subset=["global_accuracy_pooled"]

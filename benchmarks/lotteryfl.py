@@ -14,14 +14,13 @@ Usage::
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import pandas as pd
 
 from benchmarks.common import (
-    RESULTS,
-    SHARED_MNIST,
+    base_overrides,
+    benchmark_parser,
     cumulative_message_bytes,
     run_preset,
     write_table,
@@ -66,21 +65,12 @@ def summarise(name: str, run_dir: Path, seconds: float) -> dict:
 
 
 def main(argv: list[str] | None = None) -> pd.DataFrame:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument(
-        "--dataset", choices=["mnist-offline", "mnist-idx"], default="mnist-offline"
-    )
-    parser.add_argument("--rounds", type=int, default=None, help="override num-rounds")
-    parser.add_argument("--out", type=Path, default=RESULTS)
+    parser = benchmark_parser(__doc__.split("\n\n")[0])
     parser.add_argument(
         "--variants", nargs="*", default=None, help="names from VARIANTS to run (default: all)"
     )
     args = parser.parse_args(argv)
-    overrides: dict = {"output-root": str(args.out / "runs")}
-    if args.dataset == "mnist-idx":
-        overrides |= {"dataset": "mnist-idx", "data-dir": str(SHARED_MNIST)}
-    if args.rounds:
-        overrides["num-rounds"] = args.rounds
+    overrides = base_overrides(args)
     rows = []
     chosen = [v for v in VARIANTS if args.variants is None or v[0] in args.variants]
     for name, preset, variant in chosen:
