@@ -41,23 +41,19 @@ class FlashClient(FederatedClient):
         batches = -(-len(self.data.y_train) // config.batch_size)
         total_steps = batches * epochs
 
-        def update(epoch: int, batch: int, per_epoch: int) -> Mask | None:
-            if not evolve or masks is None:
+        def update(epoch: int, batch: int, per_epoch: int, mask: Mask | None) -> Mask | None:
+            if not evolve or mask is None:
                 return None
             end_of_epoch = batch == per_epoch - 1 and epoch < epochs - 1
             mid_single_epoch = epochs == 1 and batch == per_epoch // 2
             if not (end_of_epoch if epochs > 1 else mid_single_epoch):
                 return None
             step = epoch * per_epoch + batch + 1
-            weights = state_arrays(self.model)
-            current = current_mask[0].to_numpy()
-            evolved = prune_and_regrow(
-                weights, current, prune_rate_at(step, total_steps, config.dst_prune_rate), rng
+            rate = prune_rate_at(step, total_steps, config.dst_prune_rate)
+            return Mask.from_numpy(
+                prune_and_regrow(state_arrays(self.model), mask.to_numpy(), rate, rng)
             )
-            current_mask[0] = Mask.from_numpy(evolved)
-            return current_mask[0]
 
-        current_mask = [Mask.from_numpy(masks) if masks else None]
         lr = 0.1 if sensitivity else self.lr_for(server_round)  # stage 1: lr-start 0.1 (spec 1.3)
         stats = train(
             self.model,
@@ -68,11 +64,11 @@ class FlashClient(FederatedClient):
             lr=lr,
             momentum=config.momentum,
             weight_decay=config.weight_decay,
-            mask=current_mask[0],
+            mask=Mask.from_numpy(masks) if masks else None,
             seed=self.seed_for(server_round),
             step_hook=update,
         )
-        final = current_mask[0].to_numpy() if current_mask[0] is not None else None
+        final = stats.mask.to_numpy() if stats.mask is not None else None
         metrics = {
             "num-examples": len(self.data.y_train),
             "train-loss": stats.loss,

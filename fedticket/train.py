@@ -47,12 +47,13 @@ def train(
     weight_decay: float = 0.0,
     mask: Mask | None = None,
     seed: int = 0,
-    step_hook: Callable[[int, int, int], Mask | None] | None = None,
+    step_hook: Callable[[int, int, int, Mask | None], Mask | None] | None = None,
 ) -> TrainStats:
     """SGD for ``epochs`` over shuffled batches (the last partial batch is kept).
 
-    ``step_hook(epoch, batch, batches_per_epoch)`` runs after every step; a Mask it returns
-    replaces the current one (sparse dynamic training evolves the mask this way)."""
+    ``step_hook(epoch, batch, batches_per_epoch, mask)`` runs after every step with the current
+    mask; a Mask it returns replaces it (sparse dynamic training evolves the mask this way).
+    ``TrainStats.mask`` is the mask at the end."""
     start = time.perf_counter()
     xs, ys = torch.from_numpy(x), torch.from_numpy(y)
     generator = torch.Generator().manual_seed(seed)
@@ -80,7 +81,8 @@ def train(
                 total += float(loss.detach())
                 batches += 1
                 if step_hook is not None:
-                    new_mask = step_hook(epoch, begin // batch_size, -(-len(xs) // batch_size))
+                    per_epoch = -(-len(xs) // batch_size)
+                    new_mask = step_hook(epoch, begin // batch_size, per_epoch, mask)
                     if new_mask is not None:
                         mask = new_mask
                         mask.apply_to_weights(model)
