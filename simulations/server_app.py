@@ -21,12 +21,39 @@ from fedticket.masks import select_layers
 from fedticket.models import build_model, state_arrays
 from fedticket.results import RunDirectory, resolve_output_root
 from strategies import STRATEGIES
-from strategies.base import NoClientsError
+from strategies.base import NoClientsError, SparseStrategy
 
 log = logging.getLogger("flwr")
 ALGORITHMS = sorted(set(STRATEGIES) & set(CLIENTS))
 
 app = ServerApp()
+
+
+def run_federation(
+    grid: Grid, config: RunConfig, strategy_cls: type[SparseStrategy] | None = None
+) -> SparseStrategy:
+    """The whole run on ``grid``: model, strategy, handshake, the algorithm's preparation,
+    ``num-rounds`` rounds, results. ``strategy_cls`` replaces the registered strategy (tests
+    drive this with an in-process grid). Raises ``NoClientsError`` before writing anything."""
+    dataset = DATASETS[config.dataset]
+    model = build_model(config.model, dataset.input_shape, dataset.num_classes, seed=config.seed)
+    initial = state_arrays(model)
+    run_dir = RunDirectory(
+        resolve_output_root(config.output_root), config.algorithm, config.config_hash()
+    )
+    strategy_cls = strategy_cls or STRATEGIES[config.algorithm]
+    strategy = strategy_cls(config, initial, run_dir, select_layers(model, config.sparse_layers))
+    strategy.connect(grid)
+    initial = strategy.prepare(grid, initial)
+    run_dir.write_config(config.to_dict())
+    strategy.start(
+        grid=grid,
+        initial_arrays=state_to_record(initial),
+        num_rounds=config.num_rounds,
+        timeout=config.round_timeout,
+    )
+    strategy.write_results()
+    return strategy
 
 
 @app.main()
@@ -37,28 +64,11 @@ def main(grid: Grid, context: Context) -> None:
     except ConfigError as exc:
         log.error("fedticket: %s", exc)
         sys.exit(2)
-    dataset = DATASETS[config.dataset]
-    model = build_model(config.model, dataset.input_shape, dataset.num_classes, seed=config.seed)
-    initial = state_arrays(model)
-    run_dir = RunDirectory(
-        resolve_output_root(config.output_root), config.algorithm, config.config_hash()
-    )
-    sparse = select_layers(model, config.sparse_layers)
-    strategy = STRATEGIES[config.algorithm](config, initial, run_dir, sparse)
     try:
-        strategy.connect(grid)
+        strategy = run_federation(grid, config)
     except NoClientsError as exc:
         log.error("fedticket: %s", exc)
         sys.exit(3)
-    initial = strategy.prepare(grid, initial)
-    run_dir.write_config(config.to_dict())
-    strategy.start(
-        grid=grid,
-        initial_arrays=state_to_record(initial),
-        num_rounds=config.num_rounds,
-        timeout=config.round_timeout,
-    )
-    strategy.write_results()
     last = strategy.round_rows[-1] if strategy.round_rows else {}
     log.info(
         "fedticket: %s finished %d rounds in %.1f s: "
@@ -69,4 +79,4 @@ def main(grid: Grid, context: Context) -> None:
         last.get("global_accuracy", float("nan")),
         last.get("personal_accuracy", float("nan")),
     )
-    log.info("fedticket: results in %s", run_dir.path)
+    log.info("fedticket: results in %s", strategy.run_dir.path)

@@ -9,10 +9,7 @@ import pytest
 
 from fedticket.config import RunConfig
 from fedticket.dst import prune_and_regrow, prune_rate_at
-from fedticket.flower_io import state_to_record
-from fedticket.masks import prunable_names
-from fedticket.models import build_model, state_arrays
-from fedticket.results import RunDirectory
+from simulations.server_app import run_federation
 from strategies.flash import Flash
 from tests.loopback import LoopbackGrid
 
@@ -57,14 +54,9 @@ def _run(tmp_path, mode: str, node_configs=None, **overrides) -> Flash:
         "min-evaluate-clients": 4,
         "output-root": str(tmp_path),
     } | overrides
-    config = RunConfig.from_run_config(run_config)
-    model = build_model("mnist-cnn", (1, 28, 28), 10, seed=config.seed)
-    initial = state_arrays(model)
-    strategy = Flash(config, initial, RunDirectory(tmp_path, "flash", mode), prunable_names(model))
     grid = LoopbackGrid(4, run_config, node_configs=node_configs)
-    strategy.connect(grid)
-    initial = strategy.prepare(grid, initial)
-    strategy.start(grid=grid, initial_arrays=state_to_record(initial), num_rounds=3)
+    strategy = run_federation(grid, RunConfig.from_run_config(run_config))
+    assert isinstance(strategy, Flash)
     return strategy
 
 

@@ -10,10 +10,9 @@ from clients.base import ClientState
 from clients.lotteryfl import LotteryFLClient, initial_weights, rewind
 from fedticket.config import RunConfig
 from fedticket.data import client_data
-from fedticket.flower_io import state_to_record
 from fedticket.masks import ones_masks, prunable_names, prune_by_magnitude, prune_count
 from fedticket.models import build_model, state_arrays
-from fedticket.results import RunDirectory
+from simulations.server_app import run_federation
 from strategies.lotteryfl import LotteryFL
 from tests.loopback import LoopbackGrid
 
@@ -125,9 +124,6 @@ def test_t9_three_clients_densities_follow_0_8_power_k(tmp_path) -> None:
         "min-evaluate-clients": 3,
         "output-root": str(tmp_path),
     }
-    config = RunConfig.from_run_config(run_config)
-    model = _cnn()
-    initial = state_arrays(build_model("mnist-cnn", (1, 28, 28), 10, seed=config.seed))
     rounds_seen = []
 
     class Recording(LotteryFL):
@@ -136,12 +132,9 @@ def test_t9_three_clients_densities_follow_0_8_power_k(tmp_path) -> None:
             rounds_seen.append((global_arrays, new, [u.masks for u in updates]))
             return new
 
-    strategy = Recording(
-        config, initial, RunDirectory(tmp_path, "lotteryfl", "t9"), prunable_names(model)
+    strategy = run_federation(
+        LoopbackGrid(3, run_config), RunConfig.from_run_config(run_config), Recording
     )
-    grid = LoopbackGrid(3, run_config)
-    strategy.connect(grid)
-    strategy.start(grid=grid, initial_arrays=state_to_record(initial), num_rounds=3)
     clients = strategy.client_rows
     for round_ in (1, 2, 3):
         densities = [

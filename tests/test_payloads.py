@@ -7,9 +7,8 @@ import pytest
 from flwr.app import Array, Message, RecordDict
 
 from fedticket.config import RunConfig
-from fedticket.masks import prunable_names
-from fedticket.models import build_model, state_arrays
-from fedticket.results import RunDirectory, load_run
+from fedticket.results import load_run
+from simulations.server_app import run_federation
 from strategies.fedavg import FedAvg
 from tests.loopback import LoopbackGrid
 
@@ -39,20 +38,11 @@ def _run(tmp_path, faults=None, rounds=3, before=None, **overrides):
         "min-evaluate-clients": 4,
         "output-root": str(tmp_path),
     } | overrides
-    config = RunConfig.from_run_config(run_config)
-    model = build_model("mnist-cnn", (1, 28, 28), 10, seed=config.seed)
-    initial = state_arrays(model)
-    run_dir = RunDirectory(tmp_path, "fedavg", config.config_hash())
-    strategy = FixedMaskFedAvg(config, initial, run_dir, prunable_names(model))
     grid = LoopbackGrid(4, run_config)
     grid.faults.update(faults or {})
     grid.before.update(before or {})
-    strategy.connect(grid)
-    run_dir.write_config(config.to_dict())
-    from fedticket.flower_io import state_to_record
-
-    strategy.start(grid=grid, initial_arrays=state_to_record(initial), num_rounds=rounds)
-    return strategy, load_run(run_dir.path), initial
+    strategy = run_federation(grid, RunConfig.from_run_config(run_config), FixedMaskFedAvg)
+    return strategy, load_run(strategy.run_dir.path), strategy.template
 
 
 def test_payloads_follow_each_clients_density_and_masks_are_sent_once(tmp_path) -> None:
@@ -176,16 +166,8 @@ def test_link_model_estimates_transfer_time_per_node(tmp_path) -> None:
         "link-down-mbps": 40.0,
         "link-latency-ms": 20.0,
     }
-    config = RunConfig.from_run_config(run_config)
-    model = build_model("mnist-cnn", (1, 28, 28), 10, seed=config.seed)
-    strategy = FedAvg(
-        config, state_arrays(model), RunDirectory(tmp_path, "fedavg", "x"), prunable_names(model)
-    )
     grid = LoopbackGrid(2, run_config, node_configs={1: {"link-up-mbps": 1.0}})  # a slow uplink
-    strategy.connect(grid)
-    from fedticket.flower_io import state_to_record
-
-    strategy.start(grid=grid, initial_arrays=state_to_record(state_arrays(model)), num_rounds=1)
+    strategy = run_federation(grid, RunConfig.from_run_config(run_config))
     comm = strategy.ledger.to_frame()
     up = comm[(comm["kind"] == "train") & (comm["direction"] == "up")].set_index("partition_id")
     for pid, mbps in ((0, 10.0), (1, 1.0)):
