@@ -22,7 +22,7 @@ from fedticket.data import DATASETS, ClientData, client_data
 from fedticket.devices import density_level
 from fedticket.flower_io import decode_payload, encode_payload, record_to_state, state_to_record
 from fedticket.masks import mask_digest
-from fedticket.models import build_model, load_state_arrays, state_arrays
+from fedticket.models import batchnorm_names, build_model, load_state_arrays, state_arrays
 from fedticket.train import evaluate as evaluate_model
 
 CLIENTS: dict[str, type[FederatedClient]] = {}
@@ -115,6 +115,9 @@ class FederatedClient:
     is the message's config record (server round, algorithm stage, ...)."""
 
     name: ClassVar[str] = ""
+    #: True: BatchNorm tensors are personal client state, never sent (FedLTN's local BN). The
+    #: algorithm's strategy must say the same (``SparseStrategy.local_batchnorm``).
+    local_batchnorm: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -224,23 +227,33 @@ def handle_message(kind: str, message: Message, context: Context) -> Message:
 
     model = _model_for(config)
     state = ClientState(context.state, pid)
+    client_cls = CLIENTS[config.algorithm]
+    full = state_arrays(model)
+    local_names = batchnorm_names(model) if client_cls.local_batchnorm else []
     payload = decode_payload(
         message.content["arrays"],
         message.content["payload"],
-        state_arrays(model),
+        {name: t for name, t in full.items() if name not in local_names},
         held_masks=state.masks(),
     )
     if payload.masks_sent:
         state.save_masks(payload.masks)
+    local = (
+        (state.arrays("local") or {name: full[name] for name in local_names}) if local_names else {}
+    )
+    tensors = {name: local[name] if name in local else payload.tensors[name] for name in full}
     server_round = int(message.content["config"]["server-round"])
     instructions = dict(message.content["config"])
-    client = CLIENTS[config.algorithm](config, data, state, model, instructions)
+    client = client_cls(config, data, state, model, instructions)
     content = RecordDict()
     if kind == "train":
-        arrays, masks, metrics = client.fit(server_round, payload.tensors, payload.masks)
+        arrays, masks, metrics = client.fit(server_round, tensors, payload.masks)
         changed = mask_digest(masks) != payload.digest
         if changed:
             state.save_masks(masks)
+        if arrays is not None and local_names:  # personal BN stays here, never sent
+            state.save_arrays("local", {name: arrays[name] for name in local_names})
+            arrays = {name: t for name, t in arrays.items() if name not in local_names}
         if arrays is not None:  # None: the step replies with metrics only (FLASH stage 1)
             content["arrays"], content["payload"] = encode_payload(
                 arrays,
@@ -251,7 +264,7 @@ def handle_message(kind: str, message: Message, context: Context) -> Message:
             )
         metrics = {"density": density(masks)} | metrics
     elif kind == "evaluate":
-        metrics = client.evaluate(server_round, payload.tensors, payload.masks)
+        metrics = client.evaluate(server_round, tensors, payload.masks)
     else:
         raise ValueError(f"unknown message kind {kind!r}")
     content["metrics"] = MetricRecord(

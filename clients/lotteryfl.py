@@ -38,9 +38,9 @@ import numpy as np
 
 from clients.base import FederatedClient, Masks, register_client
 from fedticket.data import DATASETS
-from fedticket.masks import Mask, ones_masks, prune_by_magnitude, select_layers
+from fedticket.masks import Mask, apply_masks, ones_masks, prune_by_magnitude, select_layers
 from fedticket.models import build_model, load_state_arrays, state_arrays
-from fedticket.train import evaluate, train
+from fedticket.train import TrainStats, evaluate, train
 
 
 @functools.lru_cache(maxsize=4)
@@ -50,38 +50,19 @@ def initial_weights(model: str, dataset: str, seed: int) -> dict[str, np.ndarray
     return state_arrays(build_model(model, spec.input_shape, spec.num_classes, seed=seed))
 
 
-def rewind(start: dict[str, np.ndarray], masks: Masks) -> dict[str, np.ndarray]:
-    """Kept weights and all unmasked tensors set to ``start`` (theta_0, or the received global
-    model); pruned entries 0. Values are copied, never aliased (bug B1)."""
-    return {
-        name: np.where(masks[name], values, 0).astype(values.dtype)
-        if name in masks
-        else values.copy()
-        for name, values in start.items()
-    }
-
-
 @register_client("lotteryfl")
 class LotteryFLClient(FederatedClient):
     def fit(
         self, server_round: int, arrays: dict[str, np.ndarray], masks: Masks | None
     ) -> tuple[dict[str, np.ndarray], Masks | None, dict[str, float]]:
         config = self.config
-        if masks is None:  # a server that sends no mask means "all kept"
-            layers = select_layers(self.model, config.sparse_layers)
-            masks = ones_masks({n: arrays[n].shape for n in layers})
+        masks = masks or self.dense_masks(arrays)
         counters = self.state.counters()
         kept_rate = float(counters.get("kept-rate", 1.0))
         prunes = int(counters.get("prunes", 0))
 
         load_state_arrays(self.model, arrays)
-        x_gate, y_gate = (
-            (self.data.x_val, self.data.y_val)
-            if config.gate_data == "val"
-            else (self.data.x_test, self.data.y_test)
-        )
-        gate = evaluate(self.model, x_gate, y_gate, batch_size=config.eval_batch_size)
-        gate_accuracy = gate.accuracy if gate.num_examples else 0.0
+        gate_accuracy = self.gate_accuracy()
         pruned = gate_accuracy > config.acc_threshold and kept_rate > config.target_density
         if pruned:
             masks = prune_by_magnitude(arrays, masks, config.prune_rate)
@@ -91,20 +72,9 @@ class LotteryFLClient(FederatedClient):
                 start = initial_weights(config.model, config.dataset, config.seed)
             else:
                 start = arrays
-            load_state_arrays(self.model, rewind(start, masks))
+            load_state_arrays(self.model, apply_masks(start, masks))  # rewind
 
-        stats = train(
-            self.model,
-            self.data.x_train,
-            self.data.y_train,
-            epochs=config.local_epochs,
-            batch_size=config.batch_size,
-            lr=self.lr_for(server_round),
-            momentum=config.momentum,
-            weight_decay=config.weight_decay,
-            mask=Mask.from_numpy(masks),
-            seed=self.seed_for(server_round),
-        )
+        stats = self.train_masked(server_round, masks)
         counters |= {"kept-rate": kept_rate, "prunes": prunes, "last-round": server_round}
         self.state.save_counters(counters)
         metrics = {
@@ -117,3 +87,37 @@ class LotteryFLClient(FederatedClient):
             "prunes": prunes,
         }
         return state_arrays(self.model), masks, metrics
+
+    # ------------------------------------------------------------------ steps FedLTN reuses
+    def dense_masks(self, arrays: dict[str, np.ndarray]) -> Masks:
+        """All-kept masks over the run's sparse layers (a server that sends no mask means
+        "all kept")."""
+        layers = select_layers(self.model, self.config.sparse_layers)
+        return ones_masks({n: arrays[n].shape for n in layers})
+
+    def gate_accuracy(self) -> float:
+        """Accuracy of the model as loaded on the gate data (``gate-data``: val or test)."""
+        data = self.data
+        x, y = (
+            (data.x_val, data.y_val)
+            if self.config.gate_data == "val"
+            else (data.x_test, data.y_test)
+        )
+        gate = evaluate(self.model, x, y, batch_size=self.config.eval_batch_size)
+        return gate.accuracy if gate.num_examples else 0.0
+
+    def train_masked(self, server_round: int, masks: Masks, purpose: int = 0) -> TrainStats:
+        """``local-epochs`` of SGD on the loaded model with ``masks`` held."""
+        config = self.config
+        return train(
+            self.model,
+            self.data.x_train,
+            self.data.y_train,
+            epochs=config.local_epochs,
+            batch_size=config.batch_size,
+            lr=self.lr_for(server_round),
+            momentum=config.momentum,
+            weight_decay=config.weight_decay,
+            mask=Mask.from_numpy(masks),
+            seed=self.seed_for(server_round, purpose),
+        )

@@ -79,3 +79,32 @@ def masked_mean(
         merged = np.where(kept, total / np.where(kept, weight, 1.0), old)
         result[name] = merged.astype(old.dtype)
     return result
+
+
+def server_momentum(
+    previous: Mapping[str, np.ndarray],
+    mean: Mapping[str, np.ndarray],
+    velocity: Mapping[str, np.ndarray],
+    kept: Mapping[str, np.ndarray],
+    beta: float,
+    lr: float,
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """One FedAvgM server step (Hsu et al. 2019, Flower's sign convention) on the aggregate:
+    delta = previous - mean, v <- beta * v + delta, theta <- previous - lr * v.
+
+    Entries nobody kept this round (``kept`` False) keep both theta and v (FedLTN's choice,
+    spec 1.4: letting v coast would move weights no client trained). A missing velocity is 0,
+    so round 1 is FedAvg's step when lr = 1. Integer tensors take ``mean`` as they are.
+    Returns (theta, velocity)."""
+    theta, new_velocity = {}, {}
+    for name, old in previous.items():
+        if not np.issubdtype(old.dtype, np.floating):
+            theta[name] = np.asarray(mean[name])
+            continue
+        old64 = old.astype(np.float64)
+        v_old = np.asarray(velocity.get(name, np.zeros(old.shape)), np.float64)
+        keep = np.asarray(kept.get(name, True), bool)
+        v = np.where(keep, beta * v_old + (old64 - mean[name]), v_old)
+        theta[name] = np.where(keep, old64 - lr * v, old64).astype(old.dtype)
+        new_velocity[name] = v
+    return theta, new_velocity

@@ -135,6 +135,27 @@ class RunConfig:
         "LotteryFL: after pruning, restart from theta_0 (paper) or the received global model",
         choices=("init", "global"),
     )
+    server_momentum: float = _spec(
+        0.9,
+        "FedLTN: server momentum beta (FedAvgM velocity; 0 = keeper mean only)",
+        low=0,
+        high=0.999,
+    )
+    server_lr: float = _spec(
+        1.0, "FedLTN: server learning rate eta_s of the momentum step", low=0, low_open=True
+    )
+    jump_start: str = _spec(
+        "none",
+        "FedLTN Jump-Start: off, a cohort prunes first for everyone, or local pre-pruning",
+        choices=("none", "cohort", "local"),
+    )
+    jumpstart_fraction: float = _spec(
+        0.2,
+        "FedLTN Jump-Start: share of clients in the cohort that prunes first",
+        low=0,
+        high=1,
+        low_open=True,
+    )
     density: float = _spec(
         0.05, "FLASH: target density of the consensus sub-model", low=0, high=1, low_open=True
     )

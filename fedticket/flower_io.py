@@ -178,5 +178,17 @@ def state_to_record(tensors: Mapping[str, np.ndarray]) -> ArrayRecord:
     return ArrayRecord({name: Array(np.ascontiguousarray(t)) for name, t in tensors.items()})
 
 
-def record_to_state(record: ArrayRecord) -> dict[str, np.ndarray]:
-    return {name: array.numpy() for name, array in record.items()}
+def record_to_state(
+    record: ArrayRecord, template: Mapping[str, np.ndarray] | None = None
+) -> dict[str, np.ndarray]:
+    """The record's arrays; with ``template``, reshaped to its shapes (Flower's strategy loop
+    hands 0-d tensors such as BatchNorm's ``num_batches_tracked`` back with shape (1,))."""
+    state = {name: array.numpy() for name, array in record.items()}
+    if template is not None:
+        state = {
+            name: t.reshape(template[name].shape)
+            if name in template and t.size == template[name].size
+            else t
+            for name, t in state.items()
+        }
+    return state

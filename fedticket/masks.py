@@ -130,19 +130,59 @@ def prune_count(alive: int, rate: float) -> int:
 def prune_by_magnitude(
     weights: Mapping[str, np.ndarray], masks: Mapping[str, np.ndarray], rate: float
 ) -> dict[str, np.ndarray]:
-    """Per layer, drop the ``prune_count`` kept entries of smallest |weight| (ties: lower
-    index first). Returns new masks; the inputs are not changed."""
+    """LotteryFL's step: per layer, drop the ``prune_count`` kept entries of smallest |weight|.
+    Returns new masks; the inputs are not changed."""
+    counts = {name: prune_count(int(np.count_nonzero(m)), rate) for name, m in masks.items()}
+    return prune_smallest(weights, masks, counts)
+
+
+def prune_smallest(
+    weights: Mapping[str, np.ndarray],
+    masks: Mapping[str, np.ndarray],
+    counts: Mapping[str, int],
+) -> dict[str, np.ndarray]:
+    """Per layer, drop ``counts[name]`` kept entries of smallest |weight| (ties: lower index
+    first; a layer missing from ``counts`` is unchanged). Returns new masks."""
     pruned = {}
     for name, mask in masks.items():
         flat = np.asarray(mask, bool).reshape(-1).copy()
         alive = np.flatnonzero(flat)
-        count = prune_count(len(alive), rate)
-        if count:
+        count = min(int(counts.get(name, 0)), len(alive))
+        if count > 0:
             magnitudes = np.abs(np.asarray(weights[name]).reshape(-1)[alive])
             order = np.lexsort((alive, magnitudes))  # by magnitude, then index
             flat[alive[order[:count]]] = False
         pruned[name] = flat.reshape(mask.shape)
     return pruned
+
+
+def top_k_among(
+    scores: Mapping[str, np.ndarray],
+    allowed: Mapping[str, np.ndarray],
+    counts: Mapping[str, int],
+) -> dict[str, np.ndarray]:
+    """Per layer, keep the ``counts[name]`` allowed entries of largest |score| (ties: lower
+    index first); entries outside ``allowed`` are never kept."""
+    keep = {}
+    for name, mask in allowed.items():
+        allowed_flat = np.asarray(mask, bool).reshape(-1)
+        drop = int(allowed_flat.sum()) - int(counts[name])
+        keep[name] = prune_smallest(scores, {name: mask}, {name: max(drop, 0)})[name]
+    return keep
+
+
+def apply_masks(
+    tensors: Mapping[str, np.ndarray], masks: Mapping[str, np.ndarray]
+) -> dict[str, np.ndarray]:
+    """Copies of ``tensors`` with the entries outside ``masks`` set to 0 (unmasked tensors
+    copied as they are): LotteryFL's rewind target, FedLTN's post-pruned model. Values are
+    copied, never aliased (LotteryFL bug B1)."""
+    return {
+        name: np.where(masks[name], values, 0).astype(values.dtype)
+        if name in masks
+        else values.copy()
+        for name, values in tensors.items()
+    }
 
 
 def ones_masks(shapes: Mapping[str, tuple[int, ...]]) -> dict[str, np.ndarray]:

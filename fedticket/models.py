@@ -77,6 +77,32 @@ def _mnist_cnn(input_shape: tuple[int, int, int], num_classes: int) -> nn.Module
     return MnistCNN(num_classes)
 
 
+class MnistCNNBN(MnistCNN):
+    """LotteryFL's MNIST CNN with BatchNorm after both convolutions and the first linear layer
+    (22,000 parameters): the small BN network FedLTN's local batch-norm needs on MNIST."""
+
+    def __init__(self, num_classes: int = 10) -> None:
+        super().__init__(num_classes)
+        self.bn1 = nn.BatchNorm2d(10)
+        self.bn2 = nn.BatchNorm2d(20)
+        self.bn3 = nn.BatchNorm1d(50)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.relu(nn.functional.max_pool2d(self.bn1(self.conv1(x)), 2))
+        x = torch.relu(nn.functional.max_pool2d(self.conv2_drop(self.bn2(self.conv2(x))), 2))
+        x = self.drop(torch.relu(self.bn3(self.fc1(x.flatten(1)))))
+        return self.fc2(x)
+
+
+@register_model(
+    "mnist-cnn-bn",
+    input_shapes={(1, 28, 28)},
+    description="LotteryFL's MNIST CNN with BatchNorm, 22,000 params",
+)
+def _mnist_cnn_bn(input_shape: tuple[int, int, int], num_classes: int) -> nn.Module:
+    return MnistCNNBN(num_classes)
+
+
 class LeNet5(nn.Module):
     """LeNet-5 as LotteryFL's CIFAR-10 model (reference ``CNNCifar``): 62,006 parameters."""
 
@@ -142,6 +168,17 @@ def _mlp(input_shape: tuple[int, int, int], num_classes: int) -> nn.Module:
     return nn.Sequential(
         nn.Flatten(), nn.Linear(c * h * w, 32), nn.ReLU(), nn.Linear(32, num_classes)
     )
+
+
+def batchnorm_names(model: nn.Module) -> list[str]:
+    """Every ``state_dict`` entry of the model's BatchNorm layers (gamma, beta, running mean
+    and variance, batch counter): what FedLTN keeps on the client."""
+    names = []
+    for module_name, module in model.named_modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            prefix = f"{module_name}." if module_name else ""
+            names += [prefix + key for key in module.state_dict()]
+    return names
 
 
 def state_arrays(model: nn.Module) -> dict[str, np.ndarray]:

@@ -18,7 +18,7 @@ from fedticket.config import ConfigError, RunConfig
 from fedticket.data import DATASETS
 from fedticket.flower_io import state_to_record
 from fedticket.masks import select_layers
-from fedticket.models import build_model, state_arrays
+from fedticket.models import batchnorm_names, build_model, state_arrays
 from fedticket.results import RunDirectory, resolve_output_root
 from strategies import STRATEGIES
 from strategies.base import NoClientsError, SparseStrategy
@@ -37,11 +37,12 @@ def run_federation(
     drive this with an in-process grid). Raises ``NoClientsError`` before writing anything."""
     dataset = DATASETS[config.dataset]
     model = build_model(config.model, dataset.input_shape, dataset.num_classes, seed=config.seed)
-    initial = state_arrays(model)
+    strategy_cls = strategy_cls or STRATEGIES[config.algorithm]
+    local = set(batchnorm_names(model)) if strategy_cls.local_batchnorm else set()
+    initial = {name: t for name, t in state_arrays(model).items() if name not in local}
     run_dir = RunDirectory(
         resolve_output_root(config.output_root), config.algorithm, config.config_hash()
     )
-    strategy_cls = strategy_cls or STRATEGIES[config.algorithm]
     strategy = strategy_cls(config, initial, run_dir, select_layers(model, config.sparse_layers))
     strategy.connect(grid)
     initial = strategy.prepare(grid, initial)

@@ -144,6 +144,9 @@ class SparseStrategy(Strategy):
     """
 
     name: ClassVar[str] = ""
+    #: True: BatchNorm tensors stay on the clients and are left out of ``template`` and of
+    #: every message (FedLTN); must match the client's ``FederatedClient.local_batchnorm``.
+    local_batchnorm: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -190,6 +193,10 @@ class SparseStrategy(Strategy):
             self.masks.pop(node.partition_id, None)
         else:
             self.masks[node.partition_id] = masks
+
+    def train_sample(self, server_round: int) -> list[NodeInfo]:
+        """The nodes that train this round (default: ``fraction-train`` of all, seeded)."""
+        return self.sample(self.config.fraction_train, self.config.min_train_clients)
 
     def prepare(self, grid: Grid, initial: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Run once after ``connect`` and before round 1; returns the initial global model
@@ -399,9 +406,9 @@ class SparseStrategy(Strategy):
     ) -> Iterable[Message]:
         self._round_started = time.perf_counter()
         self._refresh_nodes(grid)
-        self._global = record_to_state(arrays)
+        self._global = record_to_state(arrays, self.template)
         messages = []
-        for node in self.sample(self.config.fraction_train, self.config.min_train_clients):
+        for node in self.train_sample(server_round):
             tensors = self.train_tensors(server_round, node, self._global)
             masks = self.client_masks(server_round, node)
             messages.append(
@@ -466,7 +473,7 @@ class SparseStrategy(Strategy):
         every, last = self.config.evaluate_every, self.config.num_rounds
         if self.config.fraction_evaluate <= 0 or (server_round % every and server_round != last):
             return []
-        global_arrays = record_to_state(arrays)
+        global_arrays = record_to_state(arrays, self.template)
         messages = []
         for node in self.sample(self.config.fraction_evaluate, self.config.min_evaluate_clients):
             tensors = self.evaluate_tensors(server_round, node, global_arrays)

@@ -34,3 +34,16 @@ class LotteryFL(FedAvg):
             masks = ones_masks({name: self.template[name].shape for name in self.prunable})
             self.masks[node.partition_id] = masks
         return masks
+
+    def at_target(self, masks: Masks) -> bool:
+        """Whether a client with ``masks`` has stopped pruning (its kept share is at or below
+        ``target-density``, the code's stop rule)."""
+        kept = sum(int(m.sum()) for m in masks.values())
+        return kept <= self.config.target_density * sum(m.size for m in masks.values())
+
+    def round_extras(self, server_round: int) -> dict[str, float]:
+        """``share_at_target``: the share of connected clients whose ticket is done pruning
+        (the benchmark reads "rounds to reach the target sparsity" from it)."""
+        pids = [n.partition_id for n in self.nodes.values()]
+        done = sum(1 for pid in pids if pid in self.masks and self.at_target(self.masks[pid]))
+        return {"share_at_target": done / len(pids) if pids else float("nan")}

@@ -37,7 +37,7 @@ def test_toml_int_is_coerced_to_float_and_integral_float_to_int() -> None:
         ({"download": "yes"}, "expected true or false"),
         ({"dataset": "mnsit-offline"}, "did you mean 'mnist-offline'"),
         ({"partitioner": "dirichlet2"}, "allowed: dirichlet, iid, shards"),
-        ({"model": "lenet5"}, "models that do: mlp, mnist-cnn, vgg-bn"),
+        ({"model": "lenet5"}, "models that do: mlp, mnist-cnn, mnist-cnn-bn, vgg-bn"),
         ({"dataset": "mnist-idx"}, "'data-dir'"),
         ({"test-fraction": 0.95}, "must be <= 0.9"),
         ({"fraction-train": True}, "expected float"),

@@ -143,3 +143,33 @@ def test_flash_hetero_four_clients_payloads_follow_their_budgets(tmp_path) -> No
         "partition_id"
     )
     assert train.loc[3, "density"] == pytest.approx(1.5 * train.loc[0, "density"], rel=0.05)
+
+
+def test_fedltn_three_clients_keep_batchnorm_local_and_jump_start(tmp_path) -> None:
+    run_config = {
+        "algorithm": "fedltn",
+        "model": "mnist-cnn-bn",
+        "jump-start": "cohort",
+        "jumpstart-fraction": 0.34,
+        "num-rounds": 3,
+        "acc-threshold": -1.0,
+        "min-train-clients": 1,
+        "min-evaluate-clients": 3,
+        "min-available-clients": 3,
+        "output-root": str(tmp_path / "runs"),
+    }
+    result = launch(run_config, num_supernodes=3, workdir=tmp_path / "launch", timeout=600)
+    assert result.returncode == 0 and result.run_dir is not None, result.output[-3000:]
+    assert "FedLTN Jump-Start: cohort" in result.output
+    clients = pd.read_parquet(result.run_dir / "clients.parquet")
+    assert (clients["status"] == "ok").all()
+    train = clients[clients["phase"] == "train"]
+    assert train.groupby("round")["partition_id"].count().tolist() == [1, 1, 1]  # cohort only
+    assert train["density"].tolist() == pytest.approx([0.8, 0.64, 0.512], abs=0.002)
+    comm = pd.read_parquet(result.run_dir / "comm.parquet")
+    up = comm[(comm["kind"] == "train") & (comm["direction"] == "up")]
+    # the round-1 upload is the pruned LTN (17,400 of 21,750 weights) + 90 biases, float32,
+    # with about 19 header bytes per tensor; BN (160 parameters, 160 statistics) would add 1,280 B
+    first = up.iloc[0]
+    values = first["payload_bytes"] - first["position_bytes"]
+    assert 4 * (17_400 + 90) <= values <= 4 * (17_400 + 90) + 8 * 24

@@ -7,10 +7,10 @@ import pytest
 from flwr.app import RecordDict
 
 from clients.base import ClientState
-from clients.lotteryfl import LotteryFLClient, initial_weights, rewind
+from clients.lotteryfl import LotteryFLClient, initial_weights
 from fedticket.config import RunConfig
 from fedticket.data import client_data
-from fedticket.masks import ones_masks, prunable_names, prune_by_magnitude, prune_count
+from fedticket.masks import apply_masks, ones_masks, prunable_names, prune_by_magnitude, prune_count
 from fedticket.models import build_model, state_arrays
 from simulations.server_app import run_federation
 from strategies.lotteryfl import LotteryFL
@@ -67,7 +67,7 @@ def test_t3_rewind_restores_theta0_on_kept_entries_and_zero_elsewhere() -> None:
     masks = prune_by_magnitude(
         theta0, ones_masks({n: theta0[n].shape for n in prunable_names(_cnn())}), 0.2
     )
-    rewound = rewind(theta0, masks)
+    rewound = apply_masks(theta0, masks)
     for name, values in rewound.items():
         if name in masks:
             assert np.array_equal(values[masks[name]], theta0[name][masks[name]])
