@@ -29,6 +29,7 @@ VARIANTS = [  # (name, run-config overrides)
     ("FedAvg", {"algorithm": "fedavg"}),
     ("LotteryFL", {"algorithm": "lotteryfl"}),
     ("FedLTN", {}),
+    ("FedLTN beta=0", {"server-momentum": 0.0}),
     ("FedLTN JS=cohort", {"jump-start": "cohort"}),
     ("FedLTN JS=local", {"jump-start": "local"}),
 ]

@@ -40,6 +40,13 @@ def run_federation(
     strategy_cls = strategy_cls or STRATEGIES[config.algorithm]
     local = set(batchnorm_names(model)) if strategy_cls.local_batchnorm else set()
     initial = {name: t for name, t in state_arrays(model).items() if name not in local}
+    if strategy_cls.local_batchnorm and not local:
+        log.warning(
+            "fedticket: model '%s' has no BatchNorm, so %s's local batch-norm does nothing; "
+            "use a BN model (e.g. --run-config 'model=\"mnist-cnn-bn\"')",
+            config.model,
+            config.algorithm,
+        )
     run_dir = RunDirectory(
         resolve_output_root(config.output_root), config.algorithm, config.config_hash()
     )

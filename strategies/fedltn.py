@@ -20,6 +20,14 @@ section could not be read.
   3 S_js rounds). The server then builds one ticket (per layer the scheduled count of largest
   |theta| among the entries some cohort client kept) and every other client, present or later,
   starts from it; from then on all clients train with ``fraction-train``.
+
+Other open choices (spec section 4), and ours: the momentum covers every aggregated tensor
+(masked weights and biases); joiners keep a fresh BatchNorm (the server holds none); there is no
+fine-tuning phase; the reported personalised accuracy is each client's model of the last
+evaluated round (global * m_k with its own BN) on its local test split, not the best-ever.
+Measured here (benchmarks/fedltn.py, README): the ``cohort`` reading hurts label-skewed
+joiners, since they all start from one ticket and their masks stay close, so the keeper mean
+averages them like FedAvg; ``local`` keeps the tickets personal and halves the rounds.
 """
 
 from __future__ import annotations
