@@ -138,38 +138,51 @@ def launch(
     ]
     if run_config:
         cmd += ["--run-config", run_config_string(run_config)]
-    started = time.perf_counter()
-    lines: list[str] = []
     try:
-        with subprocess.Popen(
-            cmd,
-            cwd=project_dir,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            text=True,
-        ) as proc:
-            assert proc.stdout is not None
-            watchdog = threading.Timer(timeout, proc.kill)
-            watchdog.start()
-            try:
-                for line in proc.stdout:
-                    lines.append(line)
-                    if echo:
-                        print(line, end="", flush=True)
-                returncode = proc.wait()
-            finally:
-                watchdog.cancel()
-            if time.perf_counter() - started >= timeout:
-                lines.append(f"launcher: killed after {timeout:.0f} s\n")
+        returncode, output, seconds = stream_command(cmd, project_dir, env, timeout, echo)
     finally:
         _stop(_superlink_pids(port))
         shutil.rmtree(ray_dir, ignore_errors=True)
-    output = "".join(lines)
+    return LaunchResult(returncode, output, results_dir(output), seconds)
+
+
+def results_dir(output: str) -> Path | None:
+    """The run directory the ServerApp printed last (None if it printed none)."""
     found = RESULTS_LINE.findall(output)
-    run_dir = Path(found[-1]) if found else None
-    return LaunchResult(returncode, output, run_dir, time.perf_counter() - started)
+    return Path(found[-1]) if found else None
+
+
+def stream_command(
+    cmd: list[str], cwd: Path, env: Mapping[str, str], timeout: float, echo: bool = False
+) -> tuple[int, str, float]:
+    """Run ``cmd``, collecting (and optionally echoing) its output; killed after ``timeout``
+    seconds. Returns (exit code, output, seconds)."""
+    started = time.perf_counter()
+    lines: list[str] = []
+    with subprocess.Popen(
+        cmd,
+        cwd=cwd,
+        env=dict(env),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        text=True,
+    ) as proc:
+        assert proc.stdout is not None
+        watchdog = threading.Timer(timeout, proc.kill)
+        watchdog.start()
+        try:
+            for line in proc.stdout:
+                lines.append(line)
+                if echo:
+                    print(line, end="", flush=True)
+            returncode = proc.wait()
+        finally:
+            watchdog.cancel()
+    seconds = time.perf_counter() - started
+    if seconds >= timeout:
+        lines.append(f"launcher: killed after {timeout:.0f} s\n")
+    return returncode, "".join(lines), seconds
 
 
 def main(argv: list[str] | None = None) -> int:

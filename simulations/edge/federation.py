@@ -1,0 +1,337 @@
+"""A real federation on this machine: one SuperLink and N SuperNodes talking gRPC on loopback.
+
+Secure by default, as a deployment should be: a CA and a SuperLink certificate are made for the
+run, the SuperLink requires SuperNode authentication, and each SuperNode gets its own EC key pair,
+registered at the SuperLink before it starts. ``secure=False`` runs plain text (``--insecure``)
+and warns. Every process is started in its own session and stopped by its process group (SIGTERM,
+then SIGKILL), also when something fails, so no SuperLink, SuperExec or ClientApp outlives the
+federation. Ports are free ones found at start; each SuperNode gets
+``--node-config "partition-id=K num-partitions=N device-class=..."``.
+
+Usage::
+
+    python -m simulations.edge --nodes 3 --run-config 'num-rounds=2'
+    python -m simulations.edge --nodes 3 --device-classes pi4,pi5,jetson --insecure
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+from simulations.edge.certs import ServerCertificates, make_node_key, make_server_certificates
+from simulations.edge.relay import ByteRelay
+from simulations.launcher import (
+    PROJECT_DIR,
+    LaunchResult,
+    free_port,
+    results_dir,
+    run_config_string,
+    stream_command,
+    toml_value,
+)
+
+log = logging.getLogger("fedticket.edge")
+BIN = Path(sys.executable).parent
+CONNECTION = "edge"
+
+
+class FederationError(RuntimeError):
+    """A process of the federation did not start or a step of the setup failed."""
+
+
+@dataclass
+class EdgeNode:
+    partition_id: int
+    device_class: str | None
+    port: int
+    log_path: Path
+    key: Path | None = None
+    public_key: Path | None = None
+    process: subprocess.Popen | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+
+def wait_for_port(port: int, timeout: float, process: subprocess.Popen | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise FederationError(
+                f"process exited with code {process.returncode} before port {port} opened"
+            )
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
+            return
+        time.sleep(0.2)
+    raise FederationError(f"nothing listens on 127.0.0.1:{port} after {timeout:.0f} s")
+
+
+def stop_process(process: subprocess.Popen | None, grace: float = 8.0) -> None:
+    """Stop a process started with ``start_new_session`` and everything it spawned."""
+    if process is None or (process.poll() is not None and not _group_alive(process.pid)):
+        return
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(process.pid, sig)
+        deadline = time.monotonic() + grace
+        while time.monotonic() < deadline and _group_alive(process.pid):
+            with contextlib.suppress(Exception):
+                process.wait(timeout=0.2)
+        if not _group_alive(process.pid):
+            break
+    with contextlib.suppress(Exception):
+        process.wait(timeout=1)
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except (ProcessLookupError, PermissionError):
+        return False
+    for entry in Path("/proc").iterdir():  # zombies still answer killpg; ignore them
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(stat[2]) == pgid and stat[0] != "Z":
+                return True
+    return False
+
+
+class LoopbackFederation:
+    """SuperLink + SuperNodes on 127.0.0.1 (see the module docstring); a context manager that
+    always stops what it started."""
+
+    def __init__(
+        self,
+        workdir: Path,
+        num_nodes: int,
+        *,
+        secure: bool = True,
+        device_classes: Sequence[str | None] = (),
+        relay: bool = False,
+        node_configs: Mapping[int, Mapping[str, Any]] | None = None,
+    ) -> None:
+        if num_nodes < 1:
+            raise ValueError("a federation needs at least one SuperNode")
+        self.workdir = Path(workdir).resolve()
+        self.num_nodes = num_nodes
+        self.secure = secure
+        self.use_relay = relay
+        self.control_port = free_port()
+        self.fleet_port = free_port()
+        self.env = self._environment()
+        self.certs: ServerCertificates | None = None
+        self.superlink: subprocess.Popen | None = None
+        self.relay: ByteRelay | None = None
+        self._logs: list[IO] = []
+        classes = list(device_classes) + [None] * num_nodes
+        self.nodes = [
+            EdgeNode(
+                pid,
+                classes[pid],
+                free_port(),
+                self.workdir / f"supernode-{pid}.log",
+                extra=dict((node_configs or {}).get(pid, {})),
+            )
+            for pid in range(num_nodes)
+        ]
+
+    # ------------------------------------------------------------------ setup
+    def _environment(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env |= {
+            "FLWR_HOME": str(self.workdir / "flwr-home"),
+            "FLWR_TELEMETRY_ENABLED": "0",
+            "FLWR_DISABLE_UPDATE_CHECK": "1",
+            "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
+            "PATH": f"{BIN}{os.pathsep}{env.get('PATH', '')}",  # the SuperLink spawns SuperExec
+        }
+        return env
+
+    @property
+    def fleet_address(self) -> str:
+        return self.relay.address if self.relay else f"127.0.0.1:{self.fleet_port}"
+
+    def _spawn(self, cmd: list[str], log_path: Path, cwd: Path) -> subprocess.Popen:
+        cwd.mkdir(parents=True, exist_ok=True)
+        handle = log_path.open("ab")
+        self._logs.append(handle)
+        return subprocess.Popen(
+            cmd,
+            cwd=cwd,
+            env=self.env,
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+
+    def start(self) -> LoopbackFederation:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        (self.workdir / "flwr-home").mkdir(exist_ok=True)
+        if self.secure:
+            self.certs = make_server_certificates(self.workdir / "certs")
+            for node in self.nodes:
+                node.key, node.public_key = make_node_key(
+                    self.workdir / "keys", f"node{node.partition_id}"
+                )
+        else:
+            log.warning(
+                "fedticket edge: running WITHOUT TLS and SuperNode authentication (--insecure); "
+                "anyone who reaches the ports can join or read the traffic"
+            )
+        self._write_connection()
+        self._start_superlink()
+        if self.use_relay:
+            self.relay = ByteRelay(("127.0.0.1", self.fleet_port)).start()
+        for node in self.nodes:
+            if self.secure:
+                self.register(node.public_key, f"node{node.partition_id}")
+            self.start_node(node)
+        return self
+
+    def _write_connection(self) -> None:
+        lines = [f"[superlink.{CONNECTION}]", f'address = "127.0.0.1:{self.control_port}"']
+        if self.certs:
+            lines.append(f"root-certificates = {toml_value(str(self.certs.ca_cert))}")
+        else:
+            lines.append("insecure = true")
+        (self.workdir / "flwr-home" / "config.toml").write_text("\n".join(lines) + "\n")
+
+    def _start_superlink(self) -> None:
+        cmd = [str(BIN / "flower-superlink")]
+        if self.certs:
+            cmd += [
+                "--ssl-ca-certfile", str(self.certs.ca_cert),
+                "--ssl-certfile", str(self.certs.server_cert),
+                "--ssl-keyfile", str(self.certs.server_key),
+                "--enable-supernode-auth",
+            ]  # fmt: skip
+        else:
+            cmd.append("--insecure")
+        cmd += [
+            "--host", "127.0.0.1",
+            "--port", str(self.control_port),
+            "--fleet-api-address", f"127.0.0.1:{self.fleet_port}",
+            "--database", str(self.workdir / "superlink.db"),
+        ]  # fmt: skip
+        self.superlink = self._spawn(
+            cmd, self.workdir / "superlink.log", self.workdir / "superlink"
+        )
+        try:
+            wait_for_port(self.control_port, 60, self.superlink)
+            wait_for_port(self.fleet_port, 60, self.superlink)
+        except FederationError as exc:
+            raise FederationError(
+                f"SuperLink did not start ({exc}); see {self.workdir / 'superlink.log'}"
+            ) from None
+
+    def register(self, public_key: Path | None, name: str) -> None:
+        """Register a SuperNode's public key at the SuperLink (Control API)."""
+        result = subprocess.run(
+            [
+                str(BIN / "flwr"),
+                "supernode",
+                "register",
+                str(public_key),
+                CONNECTION,
+                "--name",
+                name,
+            ],
+            cwd=self.workdir,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        if result.returncode != 0:
+            raise FederationError(
+                f"registering {name} failed: {(result.stdout + result.stderr)[-500:]}"
+            )
+
+    def node_config(self, node: EdgeNode) -> str:
+        values: dict[str, Any] = {
+            "partition-id": node.partition_id,
+            "num-partitions": self.num_nodes,
+        }
+        if node.device_class:
+            values["device-class"] = node.device_class
+        values |= node.extra
+        return run_config_string(values)
+
+    def start_node(
+        self,
+        node: EdgeNode,
+        *,
+        key: Path | None = None,
+        plaintext: bool = False,
+        extra_args: Sequence[str] = (),
+    ) -> subprocess.Popen:
+        """Start (or restart) one SuperNode. ``key``/``plaintext`` override the secure
+        defaults (tests use them to check that the SuperLink refuses such a node)."""
+        cmd = [str(BIN / "flower-supernode"), "--superlink", self.fleet_address]
+        if self.certs and not plaintext:
+            cmd += ["--root-certificates", str(self.certs.ca_cert)]
+            private = key or node.key
+            if private is not None:
+                cmd += ["--auth-supernode-private-key", str(private)]
+        else:
+            cmd.append("--insecure")
+        cmd += ["--port", str(node.port), "--node-config", self.node_config(node), *extra_args]
+        node.process = self._spawn(
+            cmd, node.log_path, self.workdir / f"supernode-{node.partition_id}"
+        )
+        return node.process
+
+    # ------------------------------------------------------------------ use
+    def run(
+        self, run_config: Mapping[str, Any], timeout: float = 600.0, echo: bool = False
+    ) -> LaunchResult:
+        """``flwr run <project> edge --stream`` against this federation's SuperLink."""
+        cmd = [str(BIN / "flwr"), "run", str(PROJECT_DIR), CONNECTION, "--stream"]
+        if run_config:
+            cmd += ["--run-config", run_config_string(run_config)]
+        returncode, output, seconds = stream_command(cmd, PROJECT_DIR, self.env, timeout, echo)
+        return LaunchResult(returncode, output, results_dir(output), seconds)
+
+    def kill_node(self, partition_id: int) -> None:
+        """SIGKILL a SuperNode and its children: a device that vanishes without a goodbye."""
+        node = self.nodes[partition_id]
+        if node.process is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(node.process.pid, signal.SIGKILL)
+            node.process.wait(timeout=10)
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            stop_process(node.process)
+        stop_process(self.superlink)
+        if self.relay:
+            self.relay.close()
+        for handle in self._logs:
+            handle.close()
+
+    def __enter__(self) -> LoopbackFederation:
+        try:
+            return self.start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
