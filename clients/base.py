@@ -9,6 +9,7 @@ subclasses ``FederatedClient`` and writes only its steps.
 from __future__ import annotations
 
 import functools
+import logging
 from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
 
@@ -19,12 +20,13 @@ from torch import nn
 
 from fedticket.config import RunConfig
 from fedticket.data import DATASETS, ClientData, client_data
-from fedticket.devices import density_level
+from fedticket.devices import density_level, device_class
 from fedticket.flower_io import decode_payload, encode_payload, record_to_state, state_to_record
 from fedticket.masks import mask_digest
 from fedticket.models import batchnorm_names, build_model, load_state_arrays, state_arrays
 from fedticket.train import evaluate as evaluate_model
 
+log = logging.getLogger("flwr")
 CLIENTS: dict[str, type[FederatedClient]] = {}
 Masks = dict[str, np.ndarray]
 
@@ -223,13 +225,27 @@ def handle_message(kind: str, message: Message, context: Context) -> Message:
             "num-test": len(data.y_test),
         } | link_of(context.node_config, config)
         metrics["density-level"] = density_level(context.node_config, pid)
-        return Message(RecordDict({"metrics": MetricRecord(metrics)}), reply_to=message)
+        node = ConfigRecord({"device-class": device_class(context.node_config)})
+        return Message(
+            RecordDict({"metrics": MetricRecord(metrics), "node": node}), reply_to=message
+        )
 
     model = _model_for(config)
     state = ClientState(context.state, pid)
     client_cls = CLIENTS[config.algorithm]
     full = state_arrays(model)
     local_names = batchnorm_names(model) if client_cls.local_batchnorm else []
+    server_round = int(message.content["config"]["server-round"])
+    header = message.content["payload"]
+    if not header.get("masks-sent", True) and header.get("masked") and state.masks() is None:
+        log.warning(
+            "fedticket client: partition %s holds no mask in round %s although the server "
+            "cached one here: its state was lost (a restarted SuperNode?); this round fails "
+            "and the server resends the mask%s",
+            pid,
+            server_round,
+            "; BatchNorm restarts from the model's init" if client_cls.local_batchnorm else "",
+        )
     payload = decode_payload(
         message.content["arrays"],
         message.content["payload"],
@@ -242,7 +258,6 @@ def handle_message(kind: str, message: Message, context: Context) -> Message:
         (state.arrays("local") or {name: full[name] for name in local_names}) if local_names else {}
     )
     tensors = {name: local[name] if name in local else payload.tensors[name] for name in full}
-    server_round = int(message.content["config"]["server-round"])
     instructions = dict(message.content["config"])
     client = client_cls(config, data, state, model, instructions)
     content = RecordDict()

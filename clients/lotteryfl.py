@@ -36,7 +36,7 @@ import functools
 
 import numpy as np
 
-from clients.base import FederatedClient, Masks, register_client
+from clients.base import FederatedClient, Masks, density, register_client
 from fedticket.data import DATASETS
 from fedticket.masks import Mask, apply_masks, ones_masks, prune_by_magnitude, select_layers
 from fedticket.models import build_model, load_state_arrays, state_arrays
@@ -58,7 +58,9 @@ class LotteryFLClient(FederatedClient):
         config = self.config
         masks = masks or self.dense_masks(arrays)
         counters = self.state.counters()
-        kept_rate = float(counters.get("kept-rate", 1.0))
+        # a client without counters (first round, or a restarted SuperNode) takes its kept rate
+        # from the mask, so a lost state cannot restart the prune schedule
+        kept_rate = float(counters.get("kept-rate", density(masks)))
         prunes = int(counters.get("prunes", 0))
 
         load_state_arrays(self.model, arrays)

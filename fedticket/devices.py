@@ -19,6 +19,15 @@ class DeviceClassError(ValueError):
     """A node config names a device class that has no budget."""
 
 
+def device_class(node_config: Mapping[str, Any]) -> str:
+    """The node's declared device class ("simulated" when it declares none)."""
+    device = node_config.get("device-class")
+    if device is None:
+        return "simulated"
+    density_level(node_config, 0)  # validates the name
+    return str(device)
+
+
 def density_level(node_config: Mapping[str, Any], partition_id: int) -> float:
     """The node's budget as a share of the target density."""
     device = node_config.get("device-class")

@@ -76,6 +76,7 @@ class NodeInfo:
     link_down_mbps: float = 0.0
     link_latency_ms: float = 0.0
     density_level: float = 1.0  # the node's budget as a share of the target density
+    device_class: str = "simulated"
 
     def transfer_seconds(self, nbytes: int, direction: str) -> float:
         """Estimated time on this node's link (NaN when no link model is set)."""
@@ -241,7 +242,7 @@ class SparseStrategy(Strategy):
                 f"two nodes claim the same partition-id: {sorted(pids)}; give each its own"
             )
 
-    def _handshake(self, grid: Grid, node_ids: list[int]) -> None:
+    def _handshake(self, grid: Grid, node_ids: list[int], rejoin: bool = False) -> None:
         messages = [self._message(node_id, None, MessageType.QUERY, 0) for node_id in node_ids]
         replies = grid.send_and_receive(messages, timeout=self.config.round_timeout)
         outcome = self._collect(0, "query", replies)
@@ -256,18 +257,35 @@ class SparseStrategy(Strategy):
                 float(m.get("link-down-mbps", 0.0)),
                 float(m.get("link-latency-ms", 0.0)),
                 float(m.get("density-level", 1.0)),
+                str(reply.content["node"]["device-class"]) if "node" in reply.content else "",
             )
+            if rejoin:
+                self._forget_partition(node.partition_id, node.node_id)
             self.nodes[node.node_id] = node
         for node_id, _pid, status, reason in outcome.failed:
             self.rejected[node_id] = f"{status}: {reason}"
             log.error("node %s left out of the run (%s): %s", node_id, status, reason)
+
+    def _forget_partition(self, partition_id: int, new_node_id: int) -> None:
+        """A node (re)joined with ``partition_id``: drop an older node holding it (a restarted
+        SuperNode gets a new node id) and resend its mask, which the new process lacks."""
+        for old_id, old in list(self.nodes.items()):
+            if old.partition_id == partition_id and old_id != new_node_id:
+                del self.nodes[old_id]
+                log.warning(
+                    "partition %s rejoined as node %s (was node %s): its mask is resent",
+                    partition_id,
+                    new_node_id,
+                    old_id,
+                )
+        self.held.pop(partition_id, None)
 
     def _refresh_nodes(self, grid: Grid) -> None:
         """Handshake nodes that connected since the last round; forget nodes that left."""
         connected = set(grid.get_node_ids())
         new = sorted(connected - set(self.nodes) - set(self.rejected))
         if new:
-            self._handshake(grid, new)
+            self._handshake(grid, new, rejoin=True)
         for gone in set(self.nodes) - connected:
             node = self.nodes.pop(gone)
             self.held.pop(node.partition_id, None)
@@ -389,12 +407,20 @@ class SparseStrategy(Strategy):
                 status,
                 reason,
             )
+            if "stale mask state" in reason:
+                log.warning(
+                    "partition %s lost its client state (a restarted SuperNode?); "
+                    "its mask is resent next time",
+                    pid,
+                )
+            node = next((n for n in self.nodes.values() if n.partition_id == pid), None)
             self.client_rows.append(
                 {
                     "round": server_round,
                     "phase": phase,
                     "node_id": node_id,
                     "partition_id": pid,
+                    "device_class": node.device_class if node else "",
                     "status": status,
                     "reason": reason,
                 }
@@ -450,6 +476,7 @@ class SparseStrategy(Strategy):
                     "phase": "train",
                     "node_id": node.node_id,
                     "partition_id": node.partition_id,
+                    "device_class": node.device_class,
                     "status": "ok",
                     "reason": "",
                     "num_examples": update.num_examples,
@@ -499,6 +526,7 @@ class SparseStrategy(Strategy):
                     "phase": "evaluate",
                     "node_id": node.node_id,
                     "partition_id": node.partition_id,
+                    "device_class": node.device_class,
                     "status": "ok",
                     "reason": "",
                     "num_examples": int(m.get("num-examples", 0)),

@@ -18,6 +18,7 @@ CLIENT_COLUMNS = [
     "phase",
     "node_id",
     "partition_id",
+    "device_class",
     "status",
     "reason",
     "num_examples",
@@ -28,8 +29,11 @@ CLIENT_COLUMNS = [
     "personal_loss",
     "personal_accuracy",
     "density",
+    "message_bytes_down",
+    "message_bytes_up",
+    "transfer_seconds",
 ]
-_TEXT = {"phase", "status", "reason"}
+_TEXT = {"phase", "device_class", "status", "reason"}
 _INTS = {"round": "int64", "node_id": "uint64", "partition_id": "int64"}
 
 
@@ -127,7 +131,28 @@ def write_tables(
 ) -> None:
     """Rewrite every table atomically (a killed run keeps each finished round)."""
     run_dir.write_table("rounds", pd.DataFrame(round_rows))
-    clients = pd.DataFrame(client_rows, columns=CLIENT_COLUMNS)
+    comm = ledger.to_frame()
+    clients = with_traffic(pd.DataFrame(client_rows), comm).reindex(columns=CLIENT_COLUMNS)
     dtypes = {c: ("string" if c in _TEXT else _INTS.get(c, "float64")) for c in CLIENT_COLUMNS}
     run_dir.write_table("clients", clients.astype(dtypes))
-    run_dir.write_table("comm", ledger.to_frame())
+    run_dir.write_table("comm", comm)
+
+
+def with_traffic(clients: pd.DataFrame, comm: pd.DataFrame) -> pd.DataFrame:
+    """Each client row plus its messages of that round and phase from the ledger: message
+    bytes down and up, and the link model's transfer time (both directions, NaN if unset)."""
+    if clients.empty or comm.empty:
+        return clients.assign(
+            message_bytes_down=np.nan, message_bytes_up=np.nan, transfer_seconds=np.nan
+        )
+    keys = ["round", "partition_id", "phase"]
+    traffic = comm.rename(columns={"kind": "phase"})
+    per_direction = traffic.pivot_table(
+        index=keys, columns="direction", values="message_bytes", aggfunc="sum"
+    ).rename(columns={"down": "message_bytes_down", "up": "message_bytes_up"})
+    transfer = traffic.groupby(keys)["transfer_seconds"].sum(min_count=1)
+    merged = per_direction.join(transfer).reset_index()
+    for column in ("message_bytes_down", "message_bytes_up"):
+        if column not in merged:
+            merged[column] = np.nan
+    return clients.merge(merged, on=keys, how="left")
