@@ -8,6 +8,7 @@ subclasses ``FederatedClient`` and writes only its steps.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 from collections.abc import Callable, Mapping
@@ -211,9 +212,20 @@ def _model_for(config: RunConfig) -> nn.Module:
     return build_model(config.model, spec.input_shape, spec.num_classes, seed=config.seed)
 
 
+def with_node_data_dir(config: RunConfig, node_config: Mapping[str, Any]) -> RunConfig:
+    """A device's ``--node-config "data-dir=..."`` overrides the run config's: each device
+    keeps its dataset files where it likes."""
+    data_dir = node_config.get("data-dir")
+    if data_dir is None:
+        return config
+    if not isinstance(data_dir, str) or not data_dir:
+        raise NodeConfigError(f"node config data-dir={data_dir!r} must be a non-empty path")
+    return dataclasses.replace(config, data_dir=data_dir)
+
+
 def handle_message(kind: str, message: Message, context: Context) -> Message:
     """Serve one Flower message of ``kind`` ("query", "train" or "evaluate")."""
-    config = resolve_config(context.run_config)
+    config = with_node_data_dir(resolve_config(context.run_config), context.node_config)
     torch.set_num_threads(config.client_threads)
     pid, num_partitions = partition_of(context.node_config)
     data = client_data(config, pid, num_partitions)

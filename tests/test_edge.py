@@ -160,3 +160,13 @@ def test_a_node_that_rejoins_with_a_new_id_takes_over_its_partition(tmp_path, ca
     comm = strategy.ledger.to_frame()
     resent = comm[(comm["round"] == 2) & (comm["node_id"] == 2001) & (comm["direction"] == "down")]
     assert (resent["position_bytes"] > 0).all()  # the new process gets its mask again
+
+
+def test_a_device_can_keep_its_data_elsewhere() -> None:
+    from clients.base import NodeConfigError, with_node_data_dir
+
+    config = RunConfig.from_run_config({"dataset": "mnist-idx", "data-dir": "/srv/mnist"})
+    assert with_node_data_dir(config, {}).data_dir == "/srv/mnist"
+    assert with_node_data_dir(config, {"data-dir": "/media/sd/mnist"}).data_dir == "/media/sd/mnist"
+    with pytest.raises(NodeConfigError, match="data-dir"):
+        with_node_data_dir(config, {"data-dir": 3})

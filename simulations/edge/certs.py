@@ -1,5 +1,10 @@
 """TLS certificates and SuperNode key pairs for a federation, made with ``cryptography``.
 
+Usage (a real deployment: run on the SuperLink's host, copy ``ca.crt`` and one key to each
+device, keep ``server.key`` and the CA's key nowhere else)::
+
+    python -m simulations.edge.certs --out certs --hosts server.local,192.168.1.10 --nodes 3
+
 A run gets its own CA, a SuperLink certificate for the addresses it serves (``localhost`` and
 ``127.0.0.1`` on loopback; a real deployment adds the server's host name or IP) and one EC key
 pair per SuperNode in OpenSSH format, which is what Flower 1.39's SuperNode authentication
@@ -106,3 +111,26 @@ def make_node_key(directory: Path, name: str) -> tuple[Path, Path]:
         )
     )
     return private, public
+
+
+def main(argv: list[str] | None = None) -> None:
+    import argparse
+
+    parser = argparse.ArgumentParser(
+        description="Make a CA, a SuperLink certificate and node keys."
+    )
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument(
+        "--hosts", default="localhost,127.0.0.1", help="names and IPs the SuperLink is reached at"
+    )
+    parser.add_argument("--nodes", type=int, default=0, help="SuperNode key pairs to make")
+    args = parser.parse_args(argv)
+    paths = make_server_certificates(args.out, tuple(h for h in args.hosts.split(",") if h))
+    print(f"CA {paths.ca_cert}, SuperLink {paths.server_cert} + {paths.server_key}")
+    for k in range(args.nodes):
+        private, public = make_node_key(args.out / "keys", f"node{k}")
+        print(f"node{k}: private {private} (to the device), public {public} (register it)")
+
+
+if __name__ == "__main__":
+    main()
