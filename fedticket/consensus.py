@@ -143,12 +143,21 @@ def coverage_mean(
     return result
 
 
+def pairwise_jaccard(masks: Sequence[Mapping[str, np.ndarray]]) -> np.ndarray:
+    """Matrix of Jaccard overlaps |a & b| / |a | b| between masks (all layers pooled; two
+    empty masks count as identical)."""
+    flat = np.stack(
+        [np.concatenate([np.asarray(m[n], bool).reshape(-1) for n in sorted(m)]) for m in masks]
+    ).astype(np.float64)  # exact counts up to 2**53 entries
+    inter = flat @ flat.T
+    sizes = flat.sum(axis=1)
+    union = sizes[:, None] + sizes[None, :] - inter
+    return np.where(union > 0, inter / np.where(union > 0, union, 1), 1.0)
+
+
 def mean_pairwise_jaccard(masks: Sequence[Mapping[str, np.ndarray]]) -> float:
-    """Mean Jaccard overlap |a & b| / |a | b| over all pairs of masks (all layers pooled)."""
-    flat = [np.concatenate([np.asarray(m[n], bool).reshape(-1) for n in sorted(m)]) for m in masks]
-    scores = []
-    for i in range(len(flat)):
-        for j in range(i + 1, len(flat)):
-            union = np.count_nonzero(flat[i] | flat[j])
-            scores.append(np.count_nonzero(flat[i] & flat[j]) / union if union else 1.0)
-    return float(np.mean(scores)) if scores else float("nan")
+    """Mean Jaccard overlap over all pairs of masks (all layers pooled)."""
+    if len(masks) < 2:
+        return float("nan")
+    matrix = pairwise_jaccard(masks)
+    return float(matrix[np.triu_indices(len(masks), k=1)].mean())

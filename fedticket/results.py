@@ -1,9 +1,10 @@
 """Run directories and atomic table writes.
 
 A run writes ``<output-root>/<algorithm>/<config-hash>/`` holding ``config.json``,
-``rounds.parquet``, ``clients.parquet`` and ``comm.parquet``. Every file is written to a temporary
-name in the same directory and renamed over the old one, so a killed run leaves each file either
-at its previous complete state or at its new one, never half-written.
+``rounds.parquet``, ``clients.parquet``, ``comm.parquet`` and, for algorithms with per-client
+masks, ``masks.parquet`` (each client's current mask, bit-packed). Every file is written to a
+temporary name in the same directory and renamed over the old one, so a killed run leaves each
+file either at its previous complete state or at its new one, never half-written.
 """
 
 from __future__ import annotations
@@ -15,9 +16,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
-TABLES = ("rounds", "clients", "comm")
+TABLES = ("rounds", "clients", "comm", "masks")
 ENV_OUTPUT_ROOT = "FEDTICKET_OUTPUT_ROOT"
 
 
@@ -82,3 +84,32 @@ def load_run(path: str | Path) -> dict[str, Any]:
         if file.exists():
             run[name] = pd.read_parquet(file)
     return run
+
+
+def masks_frame(masks: Mapping[int, Mapping[str, np.ndarray]]) -> pd.DataFrame:
+    """One row per (partition, tensor): shape, kept count and the mask's bits (np.packbits,
+    row-major), so a notebook can rebuild every client's mask and compare them."""
+    rows = [
+        {
+            "partition_id": int(pid),
+            "tensor": name,
+            "shape": ",".join(str(d) for d in mask.shape),
+            "kept": int(np.count_nonzero(mask)),
+            "size": int(mask.size),
+            "bits": np.packbits(np.asarray(mask, bool).reshape(-1)).tobytes(),
+        }
+        for pid, tensors in sorted(masks.items())
+        for name, mask in tensors.items()
+    ]
+    columns = ["partition_id", "tensor", "shape", "kept", "size", "bits"]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def masks_from_frame(frame: pd.DataFrame) -> dict[int, dict[str, np.ndarray]]:
+    """Inverse of ``masks_frame``: partition id -> tensor name -> bool mask."""
+    masks: dict[int, dict[str, np.ndarray]] = {}
+    for row in frame.itertuples(index=False):
+        shape = tuple(int(d) for d in row.shape.split(",") if d)
+        flat = np.unpackbits(np.frombuffer(row.bits, np.uint8), count=int(row.size))
+        masks.setdefault(int(row.partition_id), {})[row.tensor] = flat.astype(bool).reshape(shape)
+    return masks

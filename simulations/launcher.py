@@ -26,7 +26,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -122,6 +122,7 @@ def launch(
     project_dir: Path = PROJECT_DIR,
     workdir: Path | None = None,
     echo: bool = False,
+    on_line: Callable[[str], None] | None = None,
 ) -> LaunchResult:
     """``flwr run <project_dir> --stream`` with the given run config, then stop its SuperLink."""
     workdir = Path(workdir or tempfile.mkdtemp(prefix="fedticket-launch-"))
@@ -139,7 +140,7 @@ def launch(
     if run_config:
         cmd += ["--run-config", run_config_string(run_config)]
     try:
-        returncode, output, seconds = stream_command(cmd, project_dir, env, timeout, echo)
+        returncode, output, seconds = stream_command(cmd, project_dir, env, timeout, echo, on_line)
     finally:
         _stop(_superlink_pids(port))
         shutil.rmtree(ray_dir, ignore_errors=True)
@@ -153,10 +154,15 @@ def results_dir(output: str) -> Path | None:
 
 
 def stream_command(
-    cmd: list[str], cwd: Path, env: Mapping[str, str], timeout: float, echo: bool = False
+    cmd: list[str],
+    cwd: Path,
+    env: Mapping[str, str],
+    timeout: float,
+    echo: bool = False,
+    on_line: Callable[[str], None] | None = None,
 ) -> tuple[int, str, float]:
-    """Run ``cmd``, collecting (and optionally echoing) its output; killed after ``timeout``
-    seconds. Returns (exit code, output, seconds)."""
+    """Run ``cmd``, collecting (and optionally echoing, or passing to ``on_line``) its output;
+    killed after ``timeout`` seconds. Returns (exit code, output, seconds)."""
     started = time.perf_counter()
     lines: list[str] = []
     with subprocess.Popen(
@@ -176,6 +182,8 @@ def stream_command(
                 lines.append(line)
                 if echo:
                     print(line, end="", flush=True)
+                if on_line is not None:
+                    on_line(line)
             returncode = proc.wait()
         finally:
             watchdog.cancel()

@@ -421,6 +421,7 @@ class SparseStrategy(Strategy):
                     "node_id": node_id,
                     "partition_id": pid,
                     "device_class": node.device_class if node else "",
+                    "density_level": node.density_level if node else math.nan,
                     "status": status,
                     "reason": reason,
                 }
@@ -477,6 +478,7 @@ class SparseStrategy(Strategy):
                     "node_id": node.node_id,
                     "partition_id": node.partition_id,
                     "device_class": node.device_class,
+                    "density_level": node.density_level,
                     "status": "ok",
                     "reason": "",
                     "num_examples": update.num_examples,
@@ -527,6 +529,7 @@ class SparseStrategy(Strategy):
                     "node_id": node.node_id,
                     "partition_id": node.partition_id,
                     "device_class": node.device_class,
+                    "density_level": node.density_level,
                     "status": "ok",
                     "reason": "",
                     "num_examples": int(m.get("num-examples", 0)),
@@ -553,4 +556,4 @@ class SparseStrategy(Strategy):
         log.info("fedticket %s: %s", self.name, self.config.to_dict())
 
     def write_results(self) -> None:
-        write_tables(self.run_dir, self.round_rows, self.client_rows, self.ledger)
+        write_tables(self.run_dir, self.round_rows, self.client_rows, self.ledger, self.masks)

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Mapping
 
 import numpy as np
 import pandas as pd
 
 from fedticket.ledger import CommLedger
-from fedticket.results import RunDirectory
+from fedticket.results import RunDirectory, masks_frame
 
 log = logging.getLogger("flwr")  # Flower's handlers print it in `flwr run --stream`
 
@@ -19,6 +20,7 @@ CLIENT_COLUMNS = [
     "node_id",
     "partition_id",
     "device_class",
+    "density_level",
     "status",
     "reason",
     "num_examples",
@@ -127,9 +129,15 @@ def log_progress(summary: dict, num_rounds: int) -> None:
 
 
 def write_tables(
-    run_dir: RunDirectory, round_rows: list[dict], client_rows: list[dict], ledger: CommLedger
+    run_dir: RunDirectory,
+    round_rows: list[dict],
+    client_rows: list[dict],
+    ledger: CommLedger,
+    masks: Mapping[int, Mapping[str, np.ndarray]] | None = None,
 ) -> None:
     """Rewrite every table atomically (a killed run keeps each finished round)."""
+    if masks:
+        run_dir.write_table("masks", masks_frame(masks))
     run_dir.write_table("rounds", pd.DataFrame(round_rows))
     comm = ledger.to_frame()
     clients = with_traffic(pd.DataFrame(client_rows), comm).reindex(columns=CLIENT_COLUMNS)

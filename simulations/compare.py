@@ -1,0 +1,197 @@
+"""Compare algorithms on identical data and seeds: one command, one table, the figures.
+
+A comparison preset (``simulations/presets/compare/<name>.toml``) names a shared setup
+(``base``: a run preset's file name, or an inline table of run-config keys) and a list of
+``[[runs]]``, each a ``label`` plus the keys it changes. Every run is a normal ``flwr run`` with
+its own run directory; a run whose directory already holds all its rounds (same config hash) is
+reused, not repeated. The table (CSV and Markdown) and the figures (``fedticket.plots``) go to
+``<output-root>/comparisons/<name>/``.
+
+Usage::
+
+    python -m simulations.compare --preset offline-default
+    python -m simulations.compare --preset smoke --output-root /tmp/runs
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from tqdm import tqdm
+
+from fedticket.config import ConfigError, RunConfig
+from fedticket.plots import draw_all
+from fedticket.results import load_run, resolve_output_root
+from simulations.launcher import PROJECT_DIR, launch
+
+PRESETS = PROJECT_DIR / "simulations" / "presets"
+ROUND_LINE = re.compile(r"round (\d+)/(\d+)")
+
+
+class CompareError(ValueError):
+    """A comparison preset that cannot be run; the message names the problem and the fix."""
+
+
+@dataclass(frozen=True)
+class PlannedRun:
+    label: str
+    config: dict[str, Any]
+    run_dir: Path
+
+    @property
+    def complete(self) -> bool:
+        rounds = self.run_dir / "rounds.parquet"
+        if not (rounds.exists() and (self.run_dir / "config.json").exists()):
+            return False
+        return len(pd.read_parquet(rounds, columns=["round"])) >= self.config["num-rounds"]
+
+
+def load_preset(name: str, output_root: str = "") -> tuple[str, list[PlannedRun]]:
+    """Resolve a comparison preset (a name in presets/compare/ or a path) into validated runs."""
+    path = Path(name)
+    if not path.suffix:
+        path = PRESETS / "compare" / f"{name}.toml"
+    if not path.exists():
+        known = sorted(p.stem for p in (PRESETS / "compare").glob("*.toml"))
+        raise CompareError(f"no comparison preset {name!r}; known: {', '.join(known)}")
+    spec = tomllib.loads(path.read_text())
+    base = spec.get("base", {})
+    if isinstance(base, str):
+        base = tomllib.loads((PRESETS / base).read_text())
+    runs = spec.get("runs", [])
+    if not runs:
+        raise CompareError(f"{path}: add at least one [[runs]] table with a label")
+    labels = [r.get("label", "") for r in runs]
+    if "" in labels or len(set(labels)) != len(labels):
+        raise CompareError(f"{path}: every [[runs]] needs its own non-empty label, got {labels}")
+    planned = []
+    for run in runs:
+        config = dict(base) | {k: v for k, v in run.items() if k != "label"}
+        if output_root:
+            config["output-root"] = output_root
+        try:
+            resolved = RunConfig.from_run_config(config)
+        except ConfigError as exc:
+            raise CompareError(f"{path}, run {run['label']!r}: {exc}") from None
+        root = resolve_output_root(resolved.output_root)
+        config = resolved.to_dict() | {"output-root": str(root)}
+        run_dir = root / resolved.algorithm / resolved.config_hash()
+        planned.append(PlannedRun(run["label"], config, run_dir))
+    return path.stem, planned
+
+
+def summarise(label: str, run: Mapping[str, Any], reused: bool) -> dict[str, Any]:
+    rounds, comm = run["rounds"], run["comm"]
+    evaluated = rounds.dropna(subset=["personal_accuracy"])
+    last = evaluated.iloc[-1] if len(evaluated) else pd.Series(dtype=float)
+    down = comm.loc[comm["direction"] == "down", "message_bytes"].sum()
+    up = comm.loc[comm["direction"] == "up", "message_bytes"].sum()
+    return {
+        "run": label,
+        "algorithm": run["config"]["algorithm"],
+        "rounds": len(rounds),
+        "personal_acc": last.get("personal_accuracy"),
+        "personal_acc_std": last.get("personal_accuracy_std"),
+        "personal_acc_min": last.get("personal_accuracy_min"),
+        "global_acc": last.get("global_accuracy"),
+        "final_density": rounds["mean_density"].dropna().iloc[-1]
+        if rounds["mean_density"].notna().any()
+        else float("nan"),
+        "MB_down": down / 1e6,
+        "MB_up": up / 1e6,
+        "MB_total": (down + up) / 1e6,
+        "dense_vs_sent": comm["dense_bytes"].sum() / max(down + up, 1),
+        "reused": reused,
+    }
+
+
+def markdown(table: pd.DataFrame) -> str:
+    def cell(value: object) -> str:
+        return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+    lines = ["| " + " | ".join(table.columns) + " |", "|" + "---|" * len(table.columns)]
+    lines += [
+        "| " + " | ".join(cell(v) for v in row) + " |" for row in table.itertuples(index=False)
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def compare(
+    preset: str, output_root: str = "", out: Path | None = None, progress: bool = True
+) -> tuple[pd.DataFrame, Path]:
+    """Run (or reuse) every run of ``preset``; write the table and figures; return both."""
+    name, planned = load_preset(preset, output_root)
+    runs: dict[str, dict[str, Any]] = {}
+    rows = []
+    outer = tqdm(planned, desc=f"compare {name}", unit="run", disable=not progress)
+    for plan in outer:
+        reused = plan.complete
+        if not reused:
+            bar = tqdm(
+                total=plan.config["num-rounds"], desc=plan.label, unit="round",
+                leave=False, disable=not progress,
+            )  # fmt: skip
+
+            def advance(line: str, bar: tqdm = bar) -> None:
+                match = ROUND_LINE.search(line)
+                if match:
+                    bar.update(int(match.group(1)) - bar.n)
+
+            result = launch(
+                plan.config,
+                num_supernodes=int(plan.config["min-available-clients"]),
+                cpus_per_client=1,
+                timeout=24 * 3600,
+                on_line=advance,
+            )
+            bar.close()
+            if result.returncode != 0 or not plan.complete:
+                raise CompareError(
+                    f"run {plan.label!r} failed (exit {result.returncode}); its output ends:\n"
+                    + result.output[-2000:]
+                )
+        runs[plan.label] = load_run(plan.run_dir)
+        rows.append(
+            summarise(plan.label, runs[plan.label], reused) | {"run_dir": str(plan.run_dir)}
+        )
+    table = pd.DataFrame(rows)
+    target = (
+        out
+        or resolve_output_root(output_root or planned[0].config["output-root"])
+        / "comparisons"
+        / name
+    )
+    target.mkdir(parents=True, exist_ok=True)
+    table.to_csv(target / "comparison.csv", index=False)
+    (target / "comparison.md").write_text(markdown(table.drop(columns=["run_dir"])))
+    draw_all(runs, target / "plots")
+    return table, target
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--preset", required=True, help="name in presets/compare/ or a path")
+    parser.add_argument("--output-root", default="", help="where runs go (default as for runs)")
+    parser.add_argument("--out", type=Path, default=None, help="comparison folder")
+    args = parser.parse_args(argv)
+    try:
+        table, target = compare(args.preset, args.output_root, args.out)
+    except CompareError as exc:
+        print(f"fedticket compare: {exc}", file=sys.stderr)
+        return 2
+    shown = table.drop(columns=["run_dir"])
+    print(shown.to_string(index=False, float_format=lambda x: f"{x:.4g}"))
+    print(f"comparison: {target}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
