@@ -147,6 +147,13 @@ def mask_overlap(runs: Runs, path: str | Path) -> Path | None:
     return _save(fig, path)
 
 
+def _hetero(run: Mapping[str, Any]) -> bool:
+    """Whether the run gave devices different density budgets (hetero-FLASH); elsewhere the
+    simulated budget levels mean nothing."""
+    config = run.get("config", {})
+    return config.get("algorithm") == "flash" and config.get("flash-mode") == "hetero"
+
+
 def accuracy_per_device_class(runs: Runs, path: str | Path) -> Path | None:
     """Last-round personalised accuracy per device class (deployed nodes) or per density budget
     (simulated hetero nodes); None when every run has a single class and budget."""
@@ -158,7 +165,7 @@ def accuracy_per_device_class(runs: Runs, path: str | Path) -> Path | None:
         declared = set(final["device_class"].dropna()) - {"simulated", ""}
         if declared:
             groups = final["device_class"]
-        elif "density_level" in final and final["density_level"].nunique() > 1:
+        elif _hetero(run) and final["density_level"].nunique() > 1:
             groups = final["density_level"].map(lambda v: f"budget {v:g} x")
         else:
             continue
@@ -166,7 +173,9 @@ def accuracy_per_device_class(runs: Runs, path: str | Path) -> Path | None:
             rows.append({"run": label, "group": group, "accuracy": acc})
     if not rows:
         return None
-    table = pd.DataFrame(rows).groupby(["run", "group"])["accuracy"].mean().unstack()
+    frame = pd.DataFrame(rows)
+    table = frame.groupby(["run", "group"])["accuracy"].mean().unstack()
+    table = table.reindex(list(dict.fromkeys(frame["run"])))  # the runs' own order
     fig, ax = _subplots((6.5, 4.2))
     table.plot.bar(ax=ax, rot=20)
     ax.set(xlabel="", ylabel="personalised accuracy (last round)")

@@ -58,12 +58,12 @@ class ByteRelay:
     def _pipe(self, src: socket.socket, dst: socket.socket, direction: str) -> None:
         try:
             while data := src.recv(65536):
-                dst.sendall(data)
-                with self._lock:
+                with self._lock:  # counted before forwarding: a reader never sees data uncounted
                     if direction == "up":
                         self.up += len(data)
                     else:
                         self.down += len(data)
+                dst.sendall(data)
         except OSError:
             pass
         finally:
