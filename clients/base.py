@@ -12,6 +12,7 @@ import dataclasses
 import functools
 import logging
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
@@ -25,6 +26,7 @@ from fedticket.devices import density_level, device_class
 from fedticket.flower_io import decode_payload, encode_payload, record_to_state, state_to_record
 from fedticket.masks import mask_digest
 from fedticket.models import batchnorm_names, build_model, load_state_arrays, state_arrays
+from fedticket.snapshots import ClientSnapshots
 from fedticket.train import evaluate as evaluate_model
 
 log = logging.getLogger("flwr")
@@ -212,6 +214,16 @@ def _model_for(config: RunConfig) -> nn.Module:
     return build_model(config.model, spec.input_shape, spec.num_classes, seed=config.seed)
 
 
+def snapshots_for(
+    node_config: Mapping[str, Any], header: Mapping[str, Any], partition_id: int
+) -> ClientSnapshots | None:
+    """The on-disk snapshots of this client: the node config's ``state-dir`` (a device keeps
+    them where it likes) or the one the server names for ``client-state="disk"``; None when
+    neither is set."""
+    directory = node_config.get("state-dir") or header.get("state-dir")
+    return ClientSnapshots(Path(str(directory)), partition_id) if directory else None
+
+
 def with_node_data_dir(config: RunConfig, node_config: Mapping[str, Any]) -> RunConfig:
     """A device's ``--node-config "data-dir=..."`` overrides the run config's: each device
     keeps its dataset files where it likes."""
@@ -243,13 +255,21 @@ def handle_message(kind: str, message: Message, context: Context) -> Message:
         )
 
     model = _model_for(config)
+    header = dict(message.content["config"])
+    server_round = int(header["server-round"])
+    snapshots = snapshots_for(context.node_config, header, pid)
+    if snapshots is not None:  # client-state="disk": continue from the last saved state
+        snapshots.load_into(context.state, server_round + (kind == "evaluate"))
     state = ClientState(context.state, pid)
     client_cls = CLIENTS[config.algorithm]
     full = state_arrays(model)
     local_names = batchnorm_names(model) if client_cls.local_batchnorm else []
-    server_round = int(message.content["config"]["server-round"])
-    header = message.content["payload"]
-    if not header.get("masks-sent", True) and header.get("masked") and state.masks() is None:
+    payload_header = message.content["payload"]
+    if (
+        not payload_header.get("masks-sent", True)
+        and payload_header.get("masked")
+        and state.masks() is None
+    ):
         log.warning(
             "fedticket client: partition %s holds no mask in round %s although the server "
             "cached one here: its state was lost (a restarted SuperNode?); this round fails "
@@ -294,6 +314,11 @@ def handle_message(kind: str, message: Message, context: Context) -> Message:
         metrics = client.evaluate(server_round, tensors, payload.masks)
     else:
         raise ValueError(f"unknown message kind {kind!r}")
+    if snapshots is not None:
+        # keep what a resume from the server's last checkpoint needs (no checkpoints named:
+        # the previous round's snapshot and this one)
+        keep_from = int(header.get("checkpoint-round", server_round - 1))
+        snapshots.save(context.state, server_round, keep_from)
     content["metrics"] = MetricRecord(
         {"partition-id": pid}
         | {k: (v if isinstance(v, list) else float(v)) for k, v in metrics.items()}

@@ -214,6 +214,22 @@ class RunConfig:
         600.0, "seconds to wait for replies per train/evaluate call", low=0, low_open=True
     )
     client_threads: int = _spec(1, "torch threads per client process", low=1)
+    checkpoint_every: int = _spec(
+        1, "write a resumable server checkpoint every k rounds (0 = never)", low=0
+    )
+    resume: bool = _spec(
+        True, "continue from the run directory's checkpoint; false starts fresh in a new one"
+    )
+    client_state: str = _spec(
+        "memory",
+        "where clients keep their state: Flower's context only, or also snapshots on disk "
+        "(needed to resume client-side state exactly)",
+        choices=("memory", "disk"),
+    )
+    min_train_replies: int = _spec(
+        1, "fewest training replies a round needs; fewer: retry the round, then stop", low=1
+    )
+    round_retries: int = _spec(1, "times a round with too few replies is retried", low=0)
     output_root: str = _spec("", "results root; empty = ~/fedticket-runs")
 
     # ------------------------------------------------------------------ construction

@@ -9,14 +9,15 @@ from __future__ import annotations
 import logging
 import sys
 import time
+from pathlib import Path
 
 from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 
 from clients import CLIENTS
+from fedticket.checkpoint import CheckpointError, load_checkpoint
 from fedticket.config import ConfigError, RunConfig
 from fedticket.data import DATASETS
-from fedticket.flower_io import state_to_record
 from fedticket.masks import select_layers
 from fedticket.models import batchnorm_names, build_model, state_arrays
 from fedticket.results import RunDirectory, resolve_output_root
@@ -27,6 +28,15 @@ log = logging.getLogger("flwr")
 ALGORITHMS = sorted(set(STRATEGIES) & set(CLIENTS))
 
 app = ServerApp()
+
+
+def fresh_directory(root: Path, algorithm: str, config_hash: str) -> RunDirectory:
+    """``resume=false``: the first of ``<hash>``, ``<hash>-2``, ... that holds no results."""
+    suffix, name = 1, config_hash
+    while (root / algorithm / name / "config.json").exists():
+        suffix += 1
+        name = f"{config_hash}-{suffix}"
+    return RunDirectory(root, algorithm, name)
 
 
 def run_federation(
@@ -47,19 +57,30 @@ def run_federation(
             config.model,
             config.algorithm,
         )
-    run_dir = RunDirectory(
-        resolve_output_root(config.output_root), config.algorithm, config.config_hash()
-    )
+    root, config_hash = resolve_output_root(config.output_root), config.config_hash()
+    run_dir = RunDirectory(root, config.algorithm, config_hash)
+    checkpoint = run_dir.path / "checkpoint.npz"
+    resuming = config.resume and checkpoint.exists()
+    if not resuming and not config.resume:
+        run_dir = fresh_directory(root, config.algorithm, config_hash)
     strategy = strategy_cls(config, initial, run_dir, select_layers(model, config.sparse_layers))
+    if resuming:  # before connecting: a bad checkpoint costs nothing
+        arrays, meta = load_checkpoint(checkpoint, config_hash)
     strategy.connect(grid)
-    initial = strategy.prepare(grid, initial)
+    first_round = 1
+    if resuming:
+        initial = strategy.restore(arrays, meta)
+        first_round = int(meta["round"]) + 1
+        log.info(
+            "fedticket: resuming %s from its checkpoint after round %d of %d",
+            run_dir.path,
+            meta["round"],
+            config.num_rounds,
+        )
+    else:
+        initial = strategy.prepare(grid, initial)
     run_dir.write_config(config.to_dict())
-    strategy.start(
-        grid=grid,
-        initial_arrays=state_to_record(initial),
-        num_rounds=config.num_rounds,
-        timeout=config.round_timeout,
-    )
+    strategy.run_rounds(grid, initial, first_round, config.num_rounds)
     strategy.write_results()
     return strategy
 
@@ -77,6 +98,9 @@ def main(grid: Grid, context: Context) -> None:
     except NoClientsError as exc:
         log.error("fedticket: %s", exc)
         sys.exit(3)
+    except CheckpointError as exc:
+        log.error("fedticket: %s", exc)
+        sys.exit(4)
     last = strategy.round_rows[-1] if strategy.round_rows else {}
     log.info(
         "fedticket: %s finished %d rounds in %.1f s: "

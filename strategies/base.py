@@ -23,6 +23,7 @@ import time
 from abc import abstractmethod
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import ClassVar
 
 import numpy as np
@@ -30,6 +31,7 @@ from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricReco
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
+from fedticket.checkpoint import masks_from_arrays, masks_to_arrays, split_prefix, write_archive
 from fedticket.config import RunConfig
 from fedticket.flower_io import (
     PayloadError,
@@ -45,7 +47,7 @@ from fedticket.flower_io import (
 from fedticket.ledger import CommLedger
 from fedticket.masks import mask_digest
 from fedticket.results import RunDirectory
-from strategies.reporting import log_progress, round_summary, write_tables
+from strategies.reporting import log_progress, restore_tables, round_summary, write_tables
 
 log = logging.getLogger("flwr")  # Flower's handlers print it in `flwr run --stream`
 
@@ -171,6 +173,8 @@ class SparseStrategy(Strategy):
         self._outbox: list[_Sent] = []
         self._global: dict[str, np.ndarray] = {}
         self._round_started = 0.0
+        self._train_replies = 0
+        self.checkpoint_round = 0  # the last round a checkpoint holds
 
     # ------------------------------------------------------------------ algorithm steps
     def client_masks(self, server_round: int, node: NodeInfo) -> Masks | None:
@@ -312,6 +316,11 @@ class SparseStrategy(Strategy):
         instructions: dict[str, int | float | str] | None = None,
     ) -> Message:
         header = {"server-round": server_round, "algorithm": self.name} | (instructions or {})
+        if self.config.client_state == "disk":
+            header |= {
+                "state-dir": str(self.run_dir.path / "client-state"),
+                "checkpoint-round": self.checkpoint_round,
+            }
         content = RecordDict({"config": ConfigRecord(header)})
         digest = mask_digest(masks)
         if tensors is not None:
@@ -488,6 +497,7 @@ class SparseStrategy(Strategy):
                 }
             )
         self._record_failures(server_round, "train", outcome)
+        self._train_replies = len(updates)
         if not updates:
             log.warning(
                 "round %s: no training update arrived; the global model is unchanged", server_round
@@ -551,6 +561,92 @@ class SparseStrategy(Strategy):
         return MetricRecord(
             {k.replace("_", "-"): summary[k] for k in headline if not math.isnan(summary[k])}
         )
+
+    # ------------------------------------------------------------------ rounds and checkpoints
+    def run_rounds(
+        self, grid: Grid, arrays: dict[str, np.ndarray], first_round: int, num_rounds: int
+    ) -> dict[str, np.ndarray]:
+        """Flower's ``Strategy.start`` loop (configure, send, aggregate; train then evaluate),
+        owned here so that a run can start at a resumed round, retry a round that got fewer
+        than ``min-train-replies`` replies, and checkpoint after a round."""
+        config, record = self.config, state_to_record(arrays)
+        for server_round in range(first_round, num_rounds + 1):
+            for attempt in range(config.round_retries + 1):
+                replies = grid.send_and_receive(
+                    self.configure_train(server_round, record, ConfigRecord(), grid),
+                    timeout=config.round_timeout,
+                )
+                new, _metrics = self.aggregate_train(server_round, replies)
+                if self._train_replies >= config.min_train_replies:
+                    break
+                log.warning(
+                    "round %s: %d of min-train-replies=%d training replies (try %d of %d)",
+                    server_round,
+                    self._train_replies,
+                    config.min_train_replies,
+                    attempt + 1,
+                    config.round_retries + 1,
+                )
+            else:
+                self.write_results()
+                raise NoClientsError(
+                    f"round {server_round}: fewer than min-train-replies="
+                    f"{config.min_train_replies} clients replied in {config.round_retries + 1} "
+                    "tries; see clients.parquet for why; fix the clients, lower "
+                    "min-train-replies, or resume later (finished rounds are kept)"
+                )
+            if new is not None:
+                record = new
+            replies = grid.send_and_receive(
+                self.configure_evaluate(server_round, record, ConfigRecord(), grid),
+                timeout=config.round_timeout,
+            )
+            self.aggregate_evaluate(server_round, replies)
+            every = config.checkpoint_every
+            if every and (server_round % every == 0 or server_round == num_rounds):
+                self.save_checkpoint(server_round, record_to_state(record, self.template))
+        return record_to_state(record, self.template)
+
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.run_dir.path / "checkpoint.npz"
+
+    def save_checkpoint(self, server_round: int, global_arrays: dict[str, np.ndarray]) -> None:
+        """Everything the server needs to continue after ``server_round`` (tables are already
+        on disk up to it): global model, masks, held digests, RNG, algorithm state."""
+        arrays = {f"global/{k}": v for k, v in global_arrays.items()}
+        arrays |= masks_to_arrays("masks", self.masks)
+        extra_arrays, extra_meta = self.extra_state()
+        arrays |= {f"extra/{k}": v for k, v in extra_arrays.items()}
+        meta = {
+            "round": server_round,
+            "config-hash": self.config.config_hash(),
+            "algorithm": self.name,
+            "held": {str(k): v for k, v in self.held.items()},
+            "rng": self.rng.bit_generator.state,
+            "extra": extra_meta,
+        }
+        write_archive(self.checkpoint_path, arrays, meta)
+        self.checkpoint_round = server_round
+
+    def restore(self, arrays: dict[str, np.ndarray], meta: dict) -> dict[str, np.ndarray]:
+        """Undo ``save_checkpoint``: state, and the tables' rows up to its round. Returns the
+        global model to continue from."""
+        done = int(meta["round"])
+        self.masks = masks_from_arrays("masks", arrays)
+        self.held = {int(k): str(v) for k, v in meta["held"].items()}
+        self.rng.bit_generator.state = meta["rng"]
+        self.restore_extra(split_prefix(arrays, "extra"), meta["extra"])
+        self.round_rows, self.client_rows, self.ledger = restore_tables(self.run_dir, done)
+        self.checkpoint_round = done
+        return split_prefix(arrays, "global")
+
+    def extra_state(self) -> tuple[dict[str, np.ndarray], dict]:
+        """Algorithm state a checkpoint must keep (arrays, JSON-able values)."""
+        return {}, {}
+
+    def restore_extra(self, arrays: dict[str, np.ndarray], meta: dict) -> None:
+        """Inverse of ``extra_state``."""
 
     def summary(self) -> None:
         log.info("fedticket %s: %s", self.name, self.config.to_dict())

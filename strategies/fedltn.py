@@ -37,6 +37,7 @@ import logging
 import numpy as np
 
 from fedticket.aggregate import server_momentum
+from fedticket.checkpoint import split_prefix
 from fedticket.ltn import jumpstart_steps, jumpstart_ticket, post_prune_counts
 from strategies.base import ClientUpdate, Masks, NodeInfo, register_strategy
 from strategies.lotteryfl import LotteryFL
@@ -129,6 +130,26 @@ class FedLTN(LotteryFL):
         if self.jump_starting:
             self._finish_jump_start(server_round, theta)
         return theta
+
+    def extra_state(self) -> tuple[dict[str, np.ndarray], dict]:
+        arrays = {f"velocity/{k}": v for k, v in self.velocity.items()}
+        arrays |= {f"ticket/{k}": v for k, v in (self.ticket or {}).items()}
+        meta = {
+            "cohort": self.cohort,
+            "jump-starting": self.jump_starting,
+            "has-ticket": self.ticket is not None,
+            "prune-steps": {str(k): v for k, v in self.prune_steps.items()},
+            "cohort-rounds": sorted(self.cohort_rounds),
+        }
+        return arrays, meta
+
+    def restore_extra(self, arrays: dict[str, np.ndarray], meta: dict) -> None:
+        self.velocity = split_prefix(arrays, "velocity")
+        self.ticket = split_prefix(arrays, "ticket") if meta["has-ticket"] else None
+        self.cohort = [int(p) for p in meta["cohort"]]
+        self.jump_starting = bool(meta["jump-starting"])
+        self.prune_steps = {int(k): int(v) for k, v in meta["prune-steps"].items()}
+        self.cohort_rounds = {int(r) for r in meta["cohort-rounds"]}
 
     def at_target(self, masks: Masks) -> bool:
         return not any(

@@ -38,6 +38,7 @@ from flwr.app import MessageType
 from flwr.serverapp import Grid
 
 from fedticket.aggregate import weighted_mean
+from fedticket.checkpoint import split_prefix
 from fedticket.consensus import (
     coverage_mean,
     layer_budgets,
@@ -166,6 +167,22 @@ class Flash(SparseStrategy):
         )
         self._extras[server_round] = extras
         return self._apply(merged, self.consensus)
+
+    def extra_state(self) -> tuple[dict[str, np.ndarray], dict]:
+        arrays = {f"consensus/{k}": v for k, v in self.consensus.items()}
+        levels = sorted(self.levels)
+        for i, level in enumerate(levels):
+            arrays |= {f"level{i}/{k}": v for k, v in self.levels[level].items()}
+        meta = {"levels": levels, "extras": {str(k): v for k, v in self._extras.items()}}
+        return arrays, meta
+
+    def restore_extra(self, arrays: dict[str, np.ndarray], meta: dict) -> None:
+        self.consensus = {k: v.astype(bool) for k, v in split_prefix(arrays, "consensus").items()}
+        self.levels = {
+            float(level): {k: v.astype(bool) for k, v in split_prefix(arrays, f"level{i}").items()}
+            for i, level in enumerate(meta["levels"])
+        }
+        self._extras = {int(k): v for k, v in meta["extras"].items()}
 
     def round_extras(self, server_round: int) -> dict[str, float]:
         return self._extras.get(server_round, {})

@@ -164,3 +164,25 @@ def with_traffic(clients: pd.DataFrame, comm: pd.DataFrame) -> pd.DataFrame:
         if column not in merged:
             merged[column] = np.nan
     return clients.merge(merged, on=keys, how="left")
+
+
+TRAFFIC_COLUMNS = ("message_bytes_down", "message_bytes_up", "transfer_seconds")
+
+
+def restore_tables(
+    run_dir: RunDirectory, last_round: int
+) -> tuple[list[dict], list[dict], CommLedger]:
+    """The round rows, client rows and ledger of a run directory up to ``last_round``: what a
+    resumed strategy continues from (later rows belong to the round that never completed)."""
+    rounds = pd.read_parquet(run_dir.path / "rounds.parquet")
+    clients = pd.read_parquet(run_dir.path / "clients.parquet")
+    comm = pd.read_parquet(run_dir.path / "comm.parquet")
+    round_rows = rounds[rounds["round"] <= last_round].to_dict("records")
+    kept = clients[clients["round"] <= last_round].drop(columns=list(TRAFFIC_COLUMNS))
+    client_rows = [
+        {k: (None if v is pd.NA else v) for k, v in row.items()} for row in kept.to_dict("records")
+    ]
+    ledger = CommLedger()
+    for row in comm[comm["round"] <= last_round].to_dict("records"):
+        ledger.record(**{k: (v.item() if hasattr(v, "item") else v) for k, v in row.items()})
+    return round_rows, client_rows, ledger
