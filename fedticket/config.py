@@ -17,8 +17,9 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-# Keys that change where results go, not what is computed: left out of the config hash.
-NON_SEMANTIC_KEYS = frozenset({"output-root"})
+# Keys that change where results go or how a run is kept, not what it computes: left out of
+# the config hash (so resume=false or a checkpoint interval names the same experiment).
+NON_SEMANTIC_KEYS = frozenset({"output-root", "resume", "checkpoint-every", "client-state"})
 
 
 class ConfigError(ValueError):
