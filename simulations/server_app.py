@@ -71,6 +71,13 @@ def run_federation(
     if resuming:
         initial = strategy.restore(arrays, meta)
         first_round = int(meta["round"]) + 1
+        if first_round > config.num_rounds:
+            log.info(
+                "fedticket: this config already finished its %d rounds in %s; "
+                "--run-config 'resume=false' runs it again in a new directory",
+                config.num_rounds,
+                run_dir.path,
+            )
         log.info(
             "fedticket: resuming %s from its checkpoint after round %d of %d",
             run_dir.path,

@@ -373,7 +373,14 @@ class SparseStrategy(Strategy):
         for s in sent:  # message ids are set once Flower has pushed them
             self._record(server_round, s, s.message, "down", kind, s.dense)
         outcome, answered = _Outcome(), set()
-        for reply in replies:
+
+        def sent_order(reply: Message) -> tuple[int, int]:
+            s = by_id.get(reply.metadata.reply_to_message_id)
+            return (s.node.partition_id if s and s.node else -1, s.node_id if s else -1)
+
+        # replies arrive in any order; handle them by partition id so that every sum over
+        # clients (aggregates, round means) is computed in one order and runs repeat bit for bit
+        for reply in sorted(replies, key=sent_order):
             s = by_id.get(reply.metadata.reply_to_message_id)
             if s is None:
                 log.warning("round %s: dropped a reply to an unknown message", server_round)
