@@ -259,7 +259,9 @@ def handle_message(kind: str, message: Message, context: Context) -> Message:
     server_round = int(header["server-round"])
     snapshots = snapshots_for(context.node_config, header, pid)
     if snapshots is not None:  # client-state="disk": continue from the last saved state
-        snapshots.load_into(context.state, server_round + (kind == "evaluate"))
+        snapshots.load_into(
+            context.state, server_round + (kind == "evaluate"), config.client_state_rebuild
+        )
     state = ClientState(context.state, pid)
     client_cls = CLIENTS[config.algorithm]
     full = state_arrays(model)

@@ -19,7 +19,9 @@ from typing import Any
 
 # Keys that change where results go or how a run is kept, not what it computes: left out of
 # the config hash (so resume=false or a checkpoint interval names the same experiment).
-NON_SEMANTIC_KEYS = frozenset({"output-root", "resume", "checkpoint-every", "client-state"})
+NON_SEMANTIC_KEYS = frozenset(
+    {"output-root", "resume", "checkpoint-every", "client-state", "client-state-threshold"}
+)
 
 
 class ConfigError(ValueError):
@@ -222,10 +224,17 @@ class RunConfig:
         True, "continue from the run directory's checkpoint; false starts fresh in a new one"
     )
     client_state: str = _spec(
-        "memory",
-        "where clients keep their state: Flower's context only, or also snapshots on disk "
-        "(needed to resume client-side state exactly)",
-        choices=("memory", "disk"),
+        "auto",
+        "where clients keep their state between rounds: Flower's context (memory), one snapshot "
+        "file per client and round on disk (exact resume, flat memory), or disk above "
+        "client-state-threshold clients",
+        choices=("auto", "memory", "disk"),
+    )
+    client_state_threshold: int = _spec(
+        200, "client-state=auto: clients above which state goes to disk", low=1
+    )
+    client_state_rebuild: bool = _spec(
+        False, "a client whose state snapshot is damaged starts fresh (else it fails, named)"
     )
     min_train_replies: int = _spec(
         1, "fewest training replies a round needs; fewer: retry the round, then stop", low=1

@@ -11,19 +11,28 @@ before the server's last checkpoint are deleted.
 
 from __future__ import annotations
 
+import logging
 import re
 from pathlib import Path
 
 import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, RecordDict
 
-from fedticket.checkpoint import read_archive, write_archive
+from fedticket.checkpoint import CheckpointError, read_archive, write_archive
+
+log = logging.getLogger("flwr")
+
+
+class ClientStateError(RuntimeError):
+    """A client's saved state cannot be read; the message names the client and the fix."""
+
 
 _NAME = re.compile(r"r(\d+)\.npz$")
 
 
 class ClientSnapshots:
     def __init__(self, directory: Path, partition_id: int) -> None:
+        self.partition_id = partition_id
         self.directory = Path(directory) / str(partition_id)
         self.prefix = f"fedticket.{partition_id}."
 
@@ -37,7 +46,7 @@ class ClientSnapshots:
     def _path(self, server_round: int) -> Path:
         return self.directory / f"r{server_round:06d}.npz"
 
-    def load_into(self, state: RecordDict, before: int) -> int | None:
+    def load_into(self, state: RecordDict, before: int, rebuild: bool = False) -> int | None:
         """Replace this client's records in ``state`` by its newest snapshot of a round
         < ``before`` (none: the client starts empty). Returns that round."""
         for key in [k for k in state if k.startswith(self.prefix)]:
@@ -45,7 +54,22 @@ class ClientSnapshots:
         earlier = [r for r in self._rounds() if r < before]
         if not earlier:
             return None
-        arrays, meta = read_archive(self._path(earlier[-1]))
+        path = self._path(earlier[-1])
+        try:
+            arrays, meta = read_archive(path)
+        except CheckpointError as exc:
+            if not rebuild:
+                raise ClientStateError(
+                    f"client partition {self.partition_id}: state snapshot {exc}; delete it or "
+                    "set --run-config 'client-state-rebuild=true' to start this client fresh"
+                ) from None
+            log.warning(
+                "client partition %s: state snapshot %s; starting this client fresh "
+                "(client-state-rebuild=true)",
+                self.partition_id,
+                exc,
+            )
+            return None
         for key, values in meta["configs"].items():
             state[key] = ConfigRecord(values)
         for key in meta["arrays"]:
@@ -70,6 +94,8 @@ class ClientSnapshots:
                 arrays |= {f"{key}//{name}": a.numpy() for name, a in record.items()}
         meta = {"configs": configs, "arrays": sorted(order), "order": order}
         write_archive(self._path(server_round), arrays, meta)
+        for key in [k for k in state if k.startswith(self.prefix)]:
+            del state[key]  # on disk now: the simulation's memory stays flat in the client count
         rounds = self._rounds()
         kept = [r for r in rounds if r <= checkpoint_round]
         floor = kept[-1] if kept else -1

@@ -94,6 +94,20 @@ def _stop(pids: list[int], grace: float = 10.0) -> None:
                 os.kill(pid, signal.SIGKILL)
 
 
+def processes_of(workdir: Path) -> list[int]:
+    """PIDs of every process started for the launch in ``workdir`` (SuperLink, SuperExec, the
+    simulation, Ray's workers): they all carry its ``FLWR_HOME`` in their environment."""
+    marker = f"FLWR_HOME={Path(workdir) / 'flwr-home'}".encode()
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        with contextlib.suppress(OSError):
+            if marker in (entry / "environ").read_bytes().split(b"\0"):
+                pids.append(int(entry.name))
+    return pids
+
+
 def isolated_env(
     workdir: Path, ray_dir: Path, port: int, base: Mapping[str, str] | None = None
 ) -> dict[str, str]:

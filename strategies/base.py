@@ -316,7 +316,7 @@ class SparseStrategy(Strategy):
         instructions: dict[str, int | float | str] | None = None,
     ) -> Message:
         header = {"server-round": server_round, "algorithm": self.name} | (instructions or {})
-        if self.config.client_state == "disk":
+        if self.state_on_disk:
             header |= {
                 "state-dir": str(self.run_dir.path / "client-state"),
                 "checkpoint-round": self.checkpoint_round,
@@ -567,6 +567,16 @@ class SparseStrategy(Strategy):
         headline = ("global_accuracy", "global_loss", "personal_accuracy", "personal_loss")
         return MetricRecord(
             {k.replace("_", "-"): summary[k] for k in headline if not math.isnan(summary[k])}
+        )
+
+    @property
+    def state_on_disk(self) -> bool:
+        """Clients keep their state in snapshot files (``client-state``; ``auto`` above
+        ``client-state-threshold`` connected clients, where holding every client's state in
+        the simulation's memory stops scaling)."""
+        mode = self.config.client_state
+        return mode == "disk" or (
+            mode == "auto" and len(self.nodes) > self.config.client_state_threshold
         )
 
     # ------------------------------------------------------------------ rounds and checkpoints

@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 
 from fedticket.config import RunConfig
-from simulations.launcher import launch
+from simulations.launcher import launch, processes_of
 
 pytestmark = pytest.mark.slow
 # wall-clock columns, and what depends on Flower's random per-run node ids (their varint
@@ -29,19 +29,13 @@ ORDER = {
 }
 
 
-def kill_everything_under(flwr_home: Path) -> int:
-    """SIGKILL every process started with this FLWR_HOME (SuperLink, SuperExec, the simulation,
-    Ray): a power cut for one run, nothing else."""
-    marker = f"FLWR_HOME={flwr_home}".encode()
-    killed = 0
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
-        with contextlib.suppress(OSError):
-            if marker in (entry / "environ").read_bytes().split(b"\0"):
-                os.kill(int(entry.name), signal.SIGKILL)
-                killed += 1
-    return killed
+def kill_everything_under(workdir: Path) -> int:
+    """SIGKILL every process of one launch: a power cut for that run, nothing else."""
+    pids = processes_of(workdir)
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    return len(pids)
 
 
 def tables(run_dir: Path) -> dict[str, pd.DataFrame]:
@@ -77,7 +71,7 @@ def test_sigkill_mid_round_then_resume_ends_like_an_uninterrupted_run(tmp_path) 
         while time.monotonic() < deadline:
             rounds = run_dir / "rounds.parquet"
             if rounds.exists() and len(pd.read_parquet(rounds)) >= 2:
-                killed.append(kill_everything_under(tmp_path / "w1" / "flwr-home"))
+                killed.append(kill_everything_under(tmp_path / "w1"))
                 return
             time.sleep(0.05)
 
