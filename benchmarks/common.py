@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from fedticket.results import markdown_table
 from simulations.launcher import PROJECT_DIR, LaunchResult, launch
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -50,17 +51,6 @@ def cumulative_message_bytes(rounds: pd.DataFrame) -> pd.Series:
     return (
         rounds.set_index("round")[["message_bytes_down", "message_bytes_up"]].sum(axis=1).cumsum()
     )
-
-
-def markdown_table(frame: pd.DataFrame) -> str:
-    def cell(value: object) -> str:
-        return f"{value:.4g}" if isinstance(value, float) else str(value)
-
-    lines = ["| " + " | ".join(frame.columns) + " |", "|" + "---|" * len(frame.columns)]
-    lines += [
-        "| " + " | ".join(cell(v) for v in row) + " |" for row in frame.itertuples(index=False)
-    ]
-    return "\n".join(lines) + "\n"
 
 
 def write_table(table: pd.DataFrame, out: Path, stem: str) -> None:

@@ -113,3 +113,16 @@ def masks_from_frame(frame: pd.DataFrame) -> dict[int, dict[str, np.ndarray]]:
         flat = np.unpackbits(np.frombuffer(row.bits, np.uint8), count=int(row.size))
         masks.setdefault(int(row.partition_id), {})[row.tensor] = flat.astype(bool).reshape(shape)
     return masks
+
+
+def markdown_table(frame: pd.DataFrame) -> str:
+    """A results table as a Markdown table (floats to 4 significant digits)."""
+
+    def cell(value: object) -> str:
+        return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+    lines = ["| " + " | ".join(frame.columns) + " |", "|" + "---|" * len(frame.columns)]
+    lines += [
+        "| " + " | ".join(cell(v) for v in row) + " |" for row in frame.itertuples(index=False)
+    ]
+    return "\n".join(lines) + "\n"

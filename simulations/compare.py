@@ -29,7 +29,7 @@ from tqdm import tqdm
 
 from fedticket.config import ConfigError, RunConfig
 from fedticket.plots import draw_all
-from fedticket.results import load_run, resolve_output_root
+from fedticket.results import load_run, markdown_table, resolve_output_root
 from simulations.launcher import PROJECT_DIR, launch
 
 PRESETS = PROJECT_DIR / "simulations" / "presets"
@@ -113,17 +113,6 @@ def summarise(label: str, run: Mapping[str, Any], reused: bool) -> dict[str, Any
     }
 
 
-def markdown(table: pd.DataFrame) -> str:
-    def cell(value: object) -> str:
-        return f"{value:.4g}" if isinstance(value, float) else str(value)
-
-    lines = ["| " + " | ".join(table.columns) + " |", "|" + "---|" * len(table.columns)]
-    lines += [
-        "| " + " | ".join(cell(v) for v in row) + " |" for row in table.itertuples(index=False)
-    ]
-    return "\n".join(lines) + "\n"
-
-
 def compare(
     preset: str, output_root: str = "", out: Path | None = None, progress: bool = True
 ) -> tuple[pd.DataFrame, Path]:
@@ -171,7 +160,7 @@ def compare(
     )
     target.mkdir(parents=True, exist_ok=True)
     table.to_csv(target / "comparison.csv", index=False)
-    (target / "comparison.md").write_text(markdown(table.drop(columns=["run_dir"])))
+    (target / "comparison.md").write_text(markdown_table(table.drop(columns=["run_dir"])))
     draw_all(runs, target / "plots")
     return table, target
 
