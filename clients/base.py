@@ -24,6 +24,7 @@ from fedticket.config import RunConfig
 from fedticket.data import DATASETS, ClientData, client_data
 from fedticket.devices import density_level, device_class
 from fedticket.flower_io import decode_payload, encode_payload, record_to_state, state_to_record
+from fedticket.masks import kept_share as density
 from fedticket.masks import mask_digest
 from fedticket.models import batchnorm_names, build_model, load_state_arrays, state_arrays
 from fedticket.snapshots import ClientSnapshots
@@ -191,13 +192,6 @@ class FederatedClient:
             "density": density(masks),
         }
         return metrics
-
-
-def density(masks: Masks | None) -> float:
-    """Kept share of the masked entries (1.0 without a mask)."""
-    if not masks:
-        return 1.0
-    return sum(int(m.sum()) for m in masks.values()) / sum(m.size for m in masks.values())
 
 
 @functools.lru_cache(maxsize=8)

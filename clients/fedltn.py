@@ -32,7 +32,7 @@ import numpy as np
 from clients.base import Masks, register_client
 from clients.lotteryfl import LotteryFLClient
 from fedticket.ltn import jumpstart_steps, post_prune_counts
-from fedticket.masks import apply_masks, prune_smallest
+from fedticket.masks import apply_masks, kept_share, prune_smallest
 from fedticket.models import load_state_arrays, state_arrays
 
 
@@ -69,14 +69,13 @@ class FedLTNClient(LotteryFLClient):
 
         counters |= {"prunes": prunes, "last-round": server_round}
         self.state.save_counters(counters)
-        kept = sum(int(m.sum()) for m in masks.values()) / sum(m.size for m in masks.values())
         metrics = {
             "num-examples": len(self.data.y_train),
             "train-loss": float(np.mean(losses)),
             "train-seconds": seconds,
             "gate-accuracy": gate_accuracy,
             "pruned": float(pruned_now),
-            "kept-rate": kept,
+            "kept-rate": kept_share(masks),
             "prunes": prunes,
         }
         return state_arrays(self.model), masks, metrics

@@ -185,6 +185,13 @@ def apply_masks(
     }
 
 
+def kept_share(masks: Mapping[str, np.ndarray] | None) -> float:
+    """Kept share of the masked entries over all tensors (1.0 without a mask)."""
+    if not masks:
+        return 1.0
+    return sum(int(m.sum()) for m in masks.values()) / sum(m.size for m in masks.values())
+
+
 def ones_masks(shapes: Mapping[str, tuple[int, ...]]) -> dict[str, np.ndarray]:
     """All-kept masks for the named tensors."""
     return {name: np.ones(shape, bool) for name, shape in shapes.items()}

@@ -39,6 +39,7 @@ import numpy as np
 from fedticket.aggregate import server_momentum
 from fedticket.checkpoint import split_prefix
 from fedticket.ltn import jumpstart_steps, jumpstart_ticket, post_prune_counts
+from fedticket.masks import kept_share
 from strategies.base import ClientUpdate, Masks, NodeInfo, register_strategy
 from strategies.lotteryfl import LotteryFL
 
@@ -89,13 +90,10 @@ class FedLTN(LotteryFL):
         for node in self.nodes.values():
             if node.partition_id not in self.cohort:
                 self.masks[node.partition_id] = self.ticket
-        density = sum(int(m.sum()) for m in self.ticket.values()) / sum(
-            m.size for m in self.ticket.values()
-        )
         log.info(
             "FedLTN Jump-Start: cohort done after round %s; joiners start at density %.4f",
             server_round,
-            density,
+            kept_share(self.ticket),
         )
 
     def client_masks(self, server_round: int, node: NodeInfo) -> Masks:

@@ -49,6 +49,7 @@ from fedticket.consensus import (
     top_k_masks,
 )
 from fedticket.data import DATASETS
+from fedticket.masks import kept_share
 from fedticket.models import build_model, state_arrays
 from strategies.base import ClientUpdate, Masks, NodeInfo, SparseStrategy, register_strategy
 
@@ -162,9 +163,7 @@ class Flash(SparseStrategy):
             extras["clients_jaccard_vs_consensus"] = float(
                 np.mean([mean_pairwise_jaccard([m, self.consensus]) for m in masks if m])
             )
-        extras["consensus_density"] = sum(int(m.sum()) for m in self.consensus.values()) / sum(
-            self.sizes.values()
-        )
+        extras["consensus_density"] = kept_share(self.consensus)
         self._extras[server_round] = extras
         return self._apply(merged, self.consensus)
 
