@@ -217,6 +217,12 @@ class RunConfig:
         600.0, "seconds to wait for replies per train/evaluate call", low=0, low_open=True
     )
     client_threads: int = _spec(1, "torch threads per client process", low=1)
+    device: str = _spec(
+        "auto", "torch device for training and evaluation: auto (CUDA when present), cpu, cuda:N"
+    )
+    deterministic: bool = _spec(
+        False, "deterministic CUDA kernels (cuDNN, cuBLAS): bit-identical GPU reruns, slower"
+    )
     checkpoint_every: int = _spec(
         1, "write a resumable server checkpoint every k rounds (0 = never)", low=0
     )
@@ -272,9 +278,15 @@ class RunConfig:
 
     def _check_combination(self) -> None:
         """Checks that involve more than one key."""
+        from fedticket.accelerator import DEVICE_SPEC
         from fedticket.data import DATASETS
         from fedticket.models import MODELS
 
+        if not DEVICE_SPEC.fullmatch(self.device):
+            raise ConfigError(
+                f"run-config key 'device': {self.device!r} is not one of auto, cpu, cuda, "
+                "cuda:N (fix: --run-config 'device=\"auto\"', the default)"
+            )
         dataset, model = DATASETS[self.dataset], MODELS[self.model]
         if not model.accepts(dataset.input_shape):
             fits = sorted(n for n, m in MODELS.items() if m.accepts(dataset.input_shape))

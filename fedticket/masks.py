@@ -76,6 +76,12 @@ class Mask(dict[str, torch.Tensor]):
     def layer_densities(self) -> dict[str, float]:
         return {name: float(m.float().mean()) for name, m in self.items()}
 
+    def to(self, device: torch.device) -> Mask:
+        """The mask on ``device`` (itself when it is there already)."""
+        if all(m.device == device for m in self.values()):
+            return self
+        return Mask({name: m.to(device) for name, m in self.items()})
+
     @torch.no_grad()
     def apply_to_weights(self, model: nn.Module) -> None:
         """Zero the weights outside the mask."""

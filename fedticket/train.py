@@ -4,7 +4,8 @@ With a mask, weights outside it are zeroed before training, their gradients are 
 every backward pass, and the weights are re-masked after every step, so pruned entries stay
 exactly 0 under momentum and weight decay. (LotteryFL's reference code freezes gradients where
 ``|w| < 1e-6`` instead, bug B3: a kept weight near 0 would freeze too.)
-Batches come from a seeded ``torch.Generator``: the same seed gives the same run on CPU.
+Batches come from a seeded ``torch.Generator``: the same seed gives the same run on CPU. Data,
+masks and batches go to the device the model is on (``fedticket.accelerator``).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from fedticket.accelerator import model_device, seeded
 from fedticket.masks import Mask
 
 
@@ -55,19 +57,20 @@ def train(
     mask; a Mask it returns replaces it (sparse dynamic training evolves the mask this way).
     ``TrainStats.mask`` is the mask at the end."""
     start = time.perf_counter()
-    xs, ys = torch.from_numpy(x), torch.from_numpy(y)
-    generator = torch.Generator().manual_seed(seed)
+    device = model_device(model)
+    xs, ys = torch.from_numpy(x).to(device), torch.from_numpy(y).to(device)
+    generator = torch.Generator().manual_seed(seed)  # batch order: drawn on the CPU everywhere
     optimizer = torch.optim.SGD(
         model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay
     )
     if mask is not None:
+        mask = mask.to(device)
         mask.apply_to_weights(model)
     model.train()
     total, batches = 0.0, 0
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)  # dropout draws
+    with seeded(seed, device):  # dropout draws
         for epoch in range(epochs):
-            order = torch.randperm(len(xs), generator=generator)
+            order = torch.randperm(len(xs), generator=generator).to(device)
             for begin in range(0, len(xs), batch_size):
                 batch = order[begin : begin + batch_size]
                 optimizer.zero_grad(set_to_none=True)
@@ -95,10 +98,11 @@ def evaluate(model: nn.Module, x: np.ndarray, y: np.ndarray, *, batch_size: int 
     if len(x) == 0:
         return EvalStats(float("nan"), float("nan"), 0)
     model.eval()
+    device = model_device(model)
     loss_sum, correct = 0.0, 0
     for begin in range(0, len(x), batch_size):
-        xb = torch.from_numpy(x[begin : begin + batch_size])
-        yb = torch.from_numpy(y[begin : begin + batch_size])
+        xb = torch.from_numpy(x[begin : begin + batch_size]).to(device)
+        yb = torch.from_numpy(y[begin : begin + batch_size]).to(device)
         logits = model(xb)
         loss_sum += float(nn.functional.cross_entropy(logits, yb, reduction="sum"))
         correct += int((logits.argmax(dim=1) == yb).sum())

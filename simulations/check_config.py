@@ -47,6 +47,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"invalid: {exc}", file=sys.stderr)
         return 2
     print(f"ok: {config.algorithm} config {config.config_hash()}")
+    from fedticket.accelerator import DeviceError, resolve_device
+
+    try:  # the clients may run elsewhere (a cluster, devices): a note, not a failure
+        print(f"this machine would train on {resolve_device(config.device)}")
+    except DeviceError as exc:
+        print(f"note: on this machine {exc}", file=sys.stderr)
     return 0
 
 

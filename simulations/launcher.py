@@ -137,19 +137,26 @@ def launch(
     workdir: Path | None = None,
     echo: bool = False,
     on_line: Callable[[str], None] | None = None,
+    gpus_per_client: float = 0.0,
+    extra_env: Mapping[str, str] | None = None,
 ) -> LaunchResult:
-    """``flwr run <project_dir> --stream`` with the given run config, then stop its SuperLink."""
+    """``flwr run <project_dir> --stream`` with the given run config, then stop its SuperLink.
+
+    ``gpus_per_client`` is Flower's ``client-resources-num-gpus`` (a fraction shares a GPU);
+    ``extra_env`` reaches the SuperLink and the simulation (``RAY_ADDRESS`` joins a running
+    Ray cluster, see ``simulations.ray_cluster``)."""
     workdir = Path(workdir or tempfile.mkdtemp(prefix="fedticket-launch-"))
     port = free_port()
     ray_dir = Path(tempfile.mkdtemp(prefix="ray-", dir="/tmp"))
-    env = isolated_env(workdir, ray_dir, port)
+    env = isolated_env(workdir, ray_dir, port) | dict(extra_env or {})
     cmd = [
         "flwr",
         "run",
         str(project_dir),
         "--stream",
         "--federation-config",
-        f"num-supernodes={num_supernodes} client-resources-num-cpus={cpus_per_client}",
+        f"num-supernodes={num_supernodes} client-resources-num-cpus={cpus_per_client}"
+        + (f" client-resources-num-gpus={gpus_per_client}" if gpus_per_client else ""),
     ]
     if run_config:
         cmd += ["--run-config", run_config_string(run_config)]
@@ -212,6 +219,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--run-config", default="", help="'key=value ...' as for flwr run")
     parser.add_argument("--num-supernodes", type=int, default=2)
     parser.add_argument("--cpus-per-client", type=int, default=2)
+    parser.add_argument(
+        "--gpus-per-client", type=float, default=0.0, help="a fraction shares one GPU"
+    )
     args = parser.parse_args(argv)
     from fedticket.config import parse_run_config_string
 
@@ -219,6 +229,7 @@ def main(argv: list[str] | None = None) -> int:
         parse_run_config_string(args.run_config),
         num_supernodes=args.num_supernodes,
         cpus_per_client=args.cpus_per_client,
+        gpus_per_client=args.gpus_per_client,
         echo=True,
     )
     print(

@@ -21,6 +21,7 @@ import math
 import re
 import time
 from abc import abstractmethod
+from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -173,6 +174,8 @@ class SparseStrategy(Strategy):
         self._outbox: list[_Sent] = []
         self._global: dict[str, np.ndarray] = {}
         self._round_started = 0.0
+        self._run_started = time.perf_counter()
+        self._waiting = 0.0  # seconds of this round spent waiting for client replies
         self._train_replies = 0
         self.checkpoint_round = 0  # the last round a checkpoint holds
 
@@ -250,7 +253,16 @@ class SparseStrategy(Strategy):
         messages = [self._message(node_id, None, MessageType.QUERY, 0) for node_id in node_ids]
         replies = grid.send_and_receive(messages, timeout=self.config.round_timeout)
         outcome = self._collect(0, "query", replies)
+        devices: Counter[str] = Counter()
         for sent, reply in outcome.ok:
+            described = reply.content.get("node", {})
+            if "device-error" in described:
+                reason = f"node {sent.node_id}: {described['device-error']}"
+                if not rejoin:  # the run's device is missing: a config error, stop before training
+                    raise NoClientsError(reason)
+                self.rejected[sent.node_id] = reason  # one late node must not stop the run
+                log.error("node %s left out of the run: %s", sent.node_id, reason)
+                continue
             m = reply.content["metrics"]
             node = NodeInfo(
                 sent.node_id,
@@ -261,11 +273,17 @@ class SparseStrategy(Strategy):
                 float(m.get("link-down-mbps", 0.0)),
                 float(m.get("link-latency-ms", 0.0)),
                 float(m.get("density-level", 1.0)),
-                str(reply.content["node"]["device-class"]) if "node" in reply.content else "",
+                str(described.get("device-class", "")),
             )
+            devices[str(described.get("torch-device", "?"))] += 1
             if rejoin:
                 self._forget_partition(node.partition_id, node.node_id)
             self.nodes[node.node_id] = node
+        if devices:
+            log.info(
+                "fedticket: clients train on %s",
+                ", ".join(f"{d} (x{n})" for d, n in devices.items()),
+            )
         for node_id, _pid, status, reason in outcome.failed:
             self.rejected[node_id] = f"{status}: {reason}"
             log.error("node %s left out of the run (%s): %s", node_id, status, reason)
@@ -448,6 +466,7 @@ class SparseStrategy(Strategy):
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
         self._round_started = time.perf_counter()
+        self._waiting = 0.0
         self._refresh_nodes(grid)
         self._global = record_to_state(arrays, self.template)
         messages = []
@@ -500,6 +519,7 @@ class SparseStrategy(Strategy):
                     "num_examples": update.num_examples,
                     "train_loss": update.metrics.get("train-loss"),
                     "train_seconds": update.metrics.get("train-seconds"),
+                    "client_seconds": update.metrics.get("client-seconds"),
                     "density": update.metrics.get("density"),
                 }
             )
@@ -555,12 +575,16 @@ class SparseStrategy(Strategy):
                     "personal_loss": m.get("personal-loss"),
                     "personal_accuracy": m.get("personal-accuracy"),
                     "density": m.get("density"),
+                    "client_seconds": m.get("client-seconds"),
                 }
             )
         self._record_failures(server_round, "evaluate", outcome)
-        summary = round_summary(
-            server_round, self.client_rows, self.ledger, time.perf_counter() - self._round_started
-        ) | self.round_extras(server_round)
+        now = time.perf_counter()
+        summary = (
+            round_summary(server_round, self.client_rows, self.ledger, now - self._round_started)
+            | {"seconds_clients": self._waiting, "finished_s": now - self._run_started}
+            | self.round_extras(server_round)
+        )
         self.round_rows.append(summary)
         self.write_results()
         log_progress(summary, self.config.num_rounds)
@@ -589,10 +613,8 @@ class SparseStrategy(Strategy):
         config, record = self.config, state_to_record(arrays)
         for server_round in range(first_round, num_rounds + 1):
             for attempt in range(config.round_retries + 1):
-                replies = grid.send_and_receive(
-                    self.configure_train(server_round, record, ConfigRecord(), grid),
-                    timeout=config.round_timeout,
-                )
+                messages = self.configure_train(server_round, record, ConfigRecord(), grid)
+                replies = self._send_and_receive(grid, messages)
                 new, _metrics = self.aggregate_train(server_round, replies)
                 if self._train_replies >= config.min_train_replies:
                     break
@@ -614,15 +636,23 @@ class SparseStrategy(Strategy):
                 )
             if new is not None:
                 record = new
-            replies = grid.send_and_receive(
-                self.configure_evaluate(server_round, record, ConfigRecord(), grid),
-                timeout=config.round_timeout,
-            )
+            messages = self.configure_evaluate(server_round, record, ConfigRecord(), grid)
+            replies = self._send_and_receive(grid, messages)
             self.aggregate_evaluate(server_round, replies)
             every = config.checkpoint_every
             if every and (server_round % every == 0 or server_round == num_rounds):
                 self.save_checkpoint(server_round, record_to_state(record, self.template))
         return record_to_state(record, self.template)
+
+    def _send_and_receive(self, grid: Grid, messages: Iterable[Message]) -> Iterable[Message]:
+        """The grid's send-and-receive, timed: ``seconds_clients`` in the rounds table is this
+        wait (client work, Flower's transport and scheduling); the rest of ``seconds`` is the
+        server's own work."""
+        started = time.perf_counter()
+        try:
+            return grid.send_and_receive(messages, timeout=self.config.round_timeout)
+        finally:
+            self._waiting += time.perf_counter() - started
 
     @property
     def checkpoint_path(self) -> Path:

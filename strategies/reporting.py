@@ -26,6 +26,7 @@ CLIENT_COLUMNS = [
     "num_examples",
     "train_loss",
     "train_seconds",
+    "client_seconds",
     "global_loss",
     "global_accuracy",
     "personal_loss",
@@ -36,6 +37,10 @@ CLIENT_COLUMNS = [
     "transfer_seconds",
 ]
 _TEXT = {"phase", "device_class", "status", "reason"}
+#: columns that measure time, so differ between two otherwise identical runs
+WALL_CLOCK_COLUMNS = frozenset(
+    {"seconds", "seconds_clients", "finished_s", "train_seconds", "client_seconds"}
+)
 _INTS = {"round": "int64", "node_id": "uint64", "partition_id": "int64"}
 
 

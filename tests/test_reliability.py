@@ -13,10 +13,10 @@ from fedticket.checkpoint import CheckpointError
 from fedticket.config import RunConfig
 from simulations.server_app import run_federation
 from strategies.base import NoClientsError
+from strategies.reporting import WALL_CLOCK_COLUMNS
 from tests.loopback import LoopbackGrid
 
 pytestmark = pytest.mark.usefixtures("flower_task_identity")
-WALL_CLOCK = {"seconds", "train_seconds"}
 
 
 class Crash(RuntimeError):
@@ -47,7 +47,7 @@ def _tables(run_dir) -> dict[str, pd.DataFrame]:
     tables = {}
     for name in ("rounds", "clients", "comm", "masks"):
         frame = pd.read_parquet(run_dir / f"{name}.parquet")
-        tables[name] = frame.drop(columns=[c for c in frame if c in WALL_CLOCK])
+        tables[name] = frame.drop(columns=[c for c in frame if c in WALL_CLOCK_COLUMNS])
     return tables
 
 

@@ -15,12 +15,13 @@ import pytest
 
 from fedticket.config import RunConfig
 from simulations.launcher import launch, processes_of
+from strategies.reporting import WALL_CLOCK_COLUMNS
 
 pytestmark = pytest.mark.slow
 # wall-clock columns, and what depends on Flower's random per-run node ids (their varint
 # length changes a message's size by a byte or two)
-VARYING = {"seconds", "train_seconds", "node_id", "message_bytes", "message_bytes_down",
-           "message_bytes_up"}  # fmt: skip
+VARYING = WALL_CLOCK_COLUMNS | {"node_id", "message_bytes", "message_bytes_down",
+                                "message_bytes_up"}  # fmt: skip
 ORDER = {
     "rounds": ["round"],
     "clients": ["round", "phase", "partition_id"],
