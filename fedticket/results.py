@@ -9,6 +9,7 @@ file either at its previous complete state or at its new one, never half-written
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import tempfile
@@ -75,14 +76,22 @@ class RunDirectory:
         return target
 
 
+def read_table(path: str | Path, columns: list[str] | None = None) -> pd.DataFrame:
+    """One results table, safe to call while its run rewrites it: the file is read in one go
+    (pyarrow opens a path more than once, and a rename between two opens tears the read:
+    "Page was smaller than expected")."""
+    return pd.read_parquet(io.BytesIO(Path(path).read_bytes()), columns=columns)
+
+
 def load_run(path: str | Path) -> dict[str, Any]:
-    """Read a run directory back: ``config`` (dict) and one DataFrame per table present."""
+    """Read a run directory back: ``config`` (dict) and one DataFrame per table present (a run
+    still in progress reads as of its last finished round)."""
     path = Path(path)
     run: dict[str, Any] = {"config": json.loads((path / "config.json").read_text())}
     for name in TABLES:
         file = path / f"{name}.parquet"
         if file.exists():
-            run[name] = pd.read_parquet(file)
+            run[name] = read_table(file)
     return run
 
 

@@ -29,7 +29,7 @@ from tqdm import tqdm
 
 from fedticket.config import ConfigError, RunConfig
 from fedticket.plots import draw_all
-from fedticket.results import load_run, markdown_table, resolve_output_root
+from fedticket.results import load_run, markdown_table, read_table, resolve_output_root
 from simulations.launcher import PROJECT_DIR, launch
 
 PRESETS = PROJECT_DIR / "simulations" / "presets"
@@ -51,7 +51,7 @@ class PlannedRun:
         rounds = self.run_dir / "rounds.parquet"
         if not (rounds.exists() and (self.run_dir / "config.json").exists()):
             return False
-        return len(pd.read_parquet(rounds, columns=["round"])) >= self.config["num-rounds"]
+        return len(read_table(rounds, columns=["round"])) >= self.config["num-rounds"]
 
 
 def load_preset(name: str, output_root: str = "") -> tuple[str, list[PlannedRun]]:

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from fedticket.config import RunConfig
-from fedticket.results import resolve_output_root
+from fedticket.results import read_table, resolve_output_root
 from simulations.edge.certs import make_node_key
 from simulations.edge.federation import EdgeNode, LoopbackFederation, stop_process
 from simulations.launcher import free_port
@@ -66,7 +66,7 @@ def test_tls_authenticated_federation_refuses_strangers_and_survives_a_lost_node
             deadline = time.monotonic() + 300
             while time.monotonic() < deadline:
                 rounds = run_dir / "rounds.parquet"
-                if rounds.exists() and len(pd.read_parquet(rounds)) >= 1:
+                if rounds.exists() and len(read_table(rounds)) >= 1:
                     federation.kill_node(2)
                     return
                 time.sleep(0.5)

@@ -189,3 +189,29 @@ def test_same_config_and_seed_give_identical_tables(tmp_path) -> None:
     a = _run(_config(tmp_path / "a", **flash))
     b = _run(_config(tmp_path / "b", **flash))
     _assert_same(_tables(a.run_dir.path), _tables(b.run_dir.path))
+
+
+def test_a_table_read_while_its_run_rewrites_it_is_always_whole(tmp_path) -> None:
+    import threading
+
+    from fedticket.results import atomic_write_parquet, read_table
+
+    target = tmp_path / "rounds.parquet"
+    atomic_write_parquet(target, pd.DataFrame({"round": [1]}))
+    stop = threading.Event()
+
+    def rewrite() -> None:
+        n = 1
+        while not stop.is_set():
+            n += 1
+            atomic_write_parquet(target, pd.DataFrame({"round": range(1, n + 1), "x": 0.5}))
+
+    writer = threading.Thread(target=rewrite)
+    writer.start()
+    try:
+        for _ in range(300):
+            frame = read_table(target)
+            assert list(frame["round"]) == list(range(1, len(frame) + 1))
+    finally:
+        stop.set()
+        writer.join()

@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 
 from fedticket.config import RunConfig
+from fedticket.results import read_table
 from simulations.launcher import launch, processes_of
 from strategies.reporting import WALL_CLOCK_COLUMNS
 
@@ -71,7 +72,7 @@ def test_sigkill_mid_round_then_resume_ends_like_an_uninterrupted_run(tmp_path) 
         deadline = time.monotonic() + 300
         while time.monotonic() < deadline:
             rounds = run_dir / "rounds.parquet"
-            if rounds.exists() and len(pd.read_parquet(rounds)) >= 2:
+            if rounds.exists() and len(read_table(rounds)) >= 2:
                 killed.append(kill_everything_under(tmp_path / "w1"))
                 return
             time.sleep(0.05)
