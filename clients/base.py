@@ -235,7 +235,8 @@ def handle_message(kind: str, message: Message, context: Context) -> Message:
     """Serve one Flower message of ``kind`` ("query", "train" or "evaluate")."""
     started = time.perf_counter()
     config = with_node_data_dir(resolve_config(context.run_config), context.node_config)
-    torch.set_num_threads(config.client_threads)
+    if config.client_threads:  # 0: torch's default, which in a Ray actor is its CPU share
+        torch.set_num_threads(config.client_threads)
     pid, num_partitions = partition_of(context.node_config)
     data = client_data(config, pid, num_partitions)
     if kind == "query":

@@ -216,7 +216,9 @@ class RunConfig:
     round_timeout: float = _spec(
         600.0, "seconds to wait for replies per train/evaluate call", low=0, low_open=True
     )
-    client_threads: int = _spec(1, "torch threads per client process", low=1)
+    client_threads: int = _spec(
+        0, "torch threads per client (0 = auto: the CPUs Ray gives each client, else all)", low=0
+    )
     device: str = _spec(
         "auto", "torch device for training and evaluation: auto (CUDA when present), cpu, cuda:N"
     )
