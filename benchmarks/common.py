@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import tomllib
+from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
@@ -45,6 +46,33 @@ def run_preset(preset: str, overrides: dict) -> LaunchResult:
     if result.returncode != 0 or result.run_dir is None:
         raise SystemExit(f"{preset} {overrides} failed:\n{result.output[-3000:]}")
     return result
+
+
+Variant = tuple[str, str, dict]  # (name, preset, run-config overrides)
+
+
+def add_variants_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--variants", nargs="*", default=None, help="names from VARIANTS to run (default: all)"
+    )
+
+
+def run_variants(
+    variants: list[Variant],
+    selected: list[str] | None,
+    overrides: dict,
+    summarise: Callable[[str, Path, float], dict],
+) -> pd.DataFrame:
+    """Run each selected variant (None: all) through ``flwr run`` with ``overrides`` on top of
+    its preset and changes, one summary row per run."""
+    rows = []
+    for name, preset, changes in variants:
+        if selected is not None and name not in selected:
+            continue
+        result = run_preset(preset, overrides | changes)
+        rows.append(summarise(name, result.run_dir, result.seconds))
+        print(f"{name}: done in {result.seconds:.0f} s", flush=True)
+    return pd.DataFrame(rows)
 
 
 def cumulative_message_bytes(rounds: pd.DataFrame) -> pd.Series:

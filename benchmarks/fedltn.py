@@ -22,16 +22,23 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from benchmarks.common import base_overrides, benchmark_parser, run_preset, write_table
+from benchmarks.common import (
+    Variant,
+    add_variants_option,
+    base_overrides,
+    benchmark_parser,
+    run_variants,
+    write_table,
+)
 
 PRESET = "fedltn-mnist.toml"
-VARIANTS = [  # (name, run-config overrides)
-    ("FedAvg", {"algorithm": "fedavg"}),
-    ("LotteryFL", {"algorithm": "lotteryfl"}),
-    ("FedLTN", {}),
-    ("FedLTN beta=0", {"server-momentum": 0.0}),
-    ("FedLTN JS=cohort", {"jump-start": "cohort"}),
-    ("FedLTN JS=local", {"jump-start": "local"}),
+VARIANTS: list[Variant] = [
+    ("FedAvg", PRESET, {"algorithm": "fedavg"}),
+    ("LotteryFL", PRESET, {"algorithm": "lotteryfl"}),
+    ("FedLTN", PRESET, {}),
+    ("FedLTN beta=0", PRESET, {"server-momentum": 0.0}),
+    ("FedLTN JS=cohort", PRESET, {"jump-start": "cohort"}),
+    ("FedLTN JS=local", PRESET, {"jump-start": "local"}),
 ]
 
 
@@ -75,19 +82,9 @@ def summarise(name: str, run_dir: Path, seconds: float) -> dict:
 
 def main(argv: list[str] | None = None) -> pd.DataFrame:
     parser = benchmark_parser(__doc__.split("\n\n")[0])
-    parser.add_argument(
-        "--variants", nargs="*", default=None, help="names from VARIANTS to run (default: all)"
-    )
+    add_variants_option(parser)
     args = parser.parse_args(argv)
-    overrides = base_overrides(args)
-    rows = []
-    for name, variant in VARIANTS:
-        if args.variants is not None and name not in args.variants:
-            continue
-        result = run_preset(PRESET, overrides | variant)
-        rows.append(summarise(name, result.run_dir, result.seconds))
-        print(f"{name}: done in {result.seconds:.0f} s", flush=True)
-    table = pd.DataFrame(rows)
+    table = run_variants(VARIANTS, args.variants, base_overrides(args), summarise)
     dense = table.loc[table["algorithm"] == "FedAvg"]
     if len(dense):
         table["message_vs_fedavg"] = dense["total_message_MB"].iloc[0] / table["total_message_MB"]

@@ -19,14 +19,16 @@ from pathlib import Path
 import pandas as pd
 
 from benchmarks.common import (
+    Variant,
+    add_variants_option,
     base_overrides,
     benchmark_parser,
     cumulative_message_bytes,
-    run_preset,
+    run_variants,
     write_table,
 )
 
-VARIANTS = [  # (name, preset, run-config overrides)
+VARIANTS: list[Variant] = [
     ("FedAvg", "fedavg-mnist.toml", {}),
     ("LotteryFL", "lotteryfl-mnist.toml", {}),
     ("LotteryFL fp16", "lotteryfl-mnist.toml", {"value-dtype": "float16"}),
@@ -66,18 +68,9 @@ def summarise(name: str, run_dir: Path, seconds: float) -> dict:
 
 def main(argv: list[str] | None = None) -> pd.DataFrame:
     parser = benchmark_parser(__doc__.split("\n\n")[0])
-    parser.add_argument(
-        "--variants", nargs="*", default=None, help="names from VARIANTS to run (default: all)"
-    )
+    add_variants_option(parser)
     args = parser.parse_args(argv)
-    overrides = base_overrides(args)
-    rows = []
-    chosen = [v for v in VARIANTS if args.variants is None or v[0] in args.variants]
-    for name, preset, variant in chosen:
-        result = run_preset(preset, overrides | variant)
-        rows.append(summarise(name, result.run_dir, result.seconds))
-        print(f"{name}: done in {result.seconds:.0f} s", flush=True)
-    table = pd.DataFrame(rows)
+    table = run_variants(VARIANTS, args.variants, base_overrides(args), summarise)
     base = table.loc[table["algorithm"] == "FedAvg"].iloc[0]
     table["payload_vs_fedavg"] = base["total_payload_MB"] / table["total_payload_MB"]
     table["message_vs_fedavg"] = base["total_message_MB"] / table["total_message_MB"]
