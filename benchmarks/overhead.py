@@ -50,9 +50,13 @@ def plain_loop(config: RunConfig, clients: int, workers: int) -> float:
     ]
     for proc in procs:
         proc.start()
-    seconds = [results.get(timeout=600) for _ in procs]
-    for proc in procs:
-        proc.join()
+    try:
+        seconds = [results.get(timeout=600) for _ in procs]
+    finally:  # a worker that died leaves the others at the barrier: end them all
+        for proc in procs:
+            proc.join(timeout=5)
+            if proc.is_alive():
+                proc.terminate()
     return max(seconds)
 
 

@@ -5,10 +5,11 @@ explicit, and an explicit CUDA that this machine lacks is an error that names th
 stops at the handshake, before any training). Only training, evaluation and mask maths run on
 the device: payloads, the codec and the server's aggregation stay numpy on the CPU.
 
-Determinism: on the CPU the same seed gives the same run, bit for bit. On CUDA, cuDNN picks
-convolution algorithms by timing and some kernels add in a varying order, so runs differ in the
-last bits unless ``deterministic=true`` (``torch.use_deterministic_algorithms``, cuDNN's
-deterministic mode, a fixed cuBLAS workspace), which costs speed.
+Determinism: on the CPU the same seed gives the same run, bit for bit. On CUDA, some kernels
+(atomic adds in convolution backward passes, cuBLAS's split reductions) add in a varying order,
+so runs can differ in the last bits unless ``deterministic=true`` (PyTorch's deterministic
+algorithms, cuDNN's deterministic mode, a fixed cuBLAS workspace), which costs speed. cuDNN's
+autotuner (``cudnn.benchmark``) stays off either way.
 """
 
 from __future__ import annotations
@@ -37,11 +38,17 @@ def resolve_device(spec: str) -> torch.device:
         return torch.device("cpu")
     fix = 'set --run-config \'device="cpu"\' (or "auto")'
     if not torch.cuda.is_available():
-        why = (
-            f"torch {torch.__version__} is a CPU-only build"
-            if torch.version.cuda is None
-            else "torch sees no CUDA device (driver, CUDA_VISIBLE_DEVICES?)"
-        )
+        if torch.version.cuda is None:
+            why = f"torch {torch.__version__} is a CPU-only build"
+        elif os.environ.get("CUDA_VISIBLE_DEVICES") == "":
+            # Ray hides every GPU from an actor that asked for none
+            why = "this client sees no GPU (CUDA_VISIBLE_DEVICES is empty)"
+            fix = (
+                "on the simulation engine give clients a GPU share: --federation-config "
+                '"client-resources-num-gpus=0.25"; or ' + fix
+            )
+        else:
+            why = "torch sees no CUDA device (driver? CUDA_VISIBLE_DEVICES?)"
         raise DeviceError(f'device="{spec}" needs CUDA, but {why}; {fix}')
     index = int(spec.partition(":")[2] or 0)
     count = torch.cuda.device_count()
@@ -65,8 +72,8 @@ def seeded(seed: int, device: torch.device) -> Iterator[None]:
     cuda = [device.index or 0] if device.type == "cuda" else []
     with torch.random.fork_rng(devices=cuda):
         torch.default_generator.manual_seed(seed)
-        if cuda:
-            torch.cuda.manual_seed(seed)
+        for index in cuda:  # this GPU's generator, not the current device's
+            torch.cuda.default_generators[index].manual_seed(seed)
         yield
 
 

@@ -47,7 +47,7 @@ def build_model(
     if not spec.accepts(input_shape):
         raise ValueError(f"model '{name}' does not take inputs of shape {input_shape}")
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+        torch.default_generator.manual_seed(seed)  # built on the CPU; GPU generators untouched
         return spec.build(input_shape, num_classes)
 
 

@@ -67,7 +67,7 @@ def train(
         mask = mask.to(device)
         mask.apply_to_weights(model)
     model.train()
-    total, batches = 0.0, 0
+    total, batches = torch.zeros((), dtype=torch.float64, device=device), 0
     with seeded(seed, device):  # dropout draws
         for epoch in range(epochs):
             order = torch.randperm(len(xs), generator=generator).to(device)
@@ -81,15 +81,16 @@ def train(
                 optimizer.step()
                 if mask is not None:
                     mask.apply_to_weights(model)
-                total += float(loss.detach())
+                total += loss.detach()  # summed on the device: no host sync per step
                 batches += 1
                 if step_hook is not None:
                     per_epoch = -(-len(xs) // batch_size)
                     new_mask = step_hook(epoch, begin // batch_size, per_epoch, mask)
-                    if new_mask is not None:
-                        mask = new_mask
+                    if new_mask is not None:  # hooks build masks in numpy, on the CPU
+                        mask = new_mask.to(device)
                         mask.apply_to_weights(model)
-    return TrainStats(total / max(batches, 1), len(xs) * epochs, time.perf_counter() - start, mask)
+    mean_loss = float(total) / max(batches, 1)
+    return TrainStats(mean_loss, len(xs) * epochs, time.perf_counter() - start, mask)
 
 
 @torch.no_grad()

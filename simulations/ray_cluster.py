@@ -66,17 +66,19 @@ class LocalRayCluster:
         return {"RAY_ADDRESS": self.address}
 
     def _start(self, args: list[str]) -> None:
-        command = [RAY, "start", "--block", "--disable-usage-stats", *args]
-        log = open(self.temp_dir / f"node-{len(self.processes)}.log", "w")  # noqa: SIM115
-        self.processes.append(
-            subprocess.Popen(
-                command,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
+        # a small object store: the default is 30 % of RAM per node
+        command = [RAY, "start", "--block", "--disable-usage-stats", "--object-store-memory"]
+        command += [str(100 * 1024 * 1024), *args]
+        with open(self.temp_dir / f"node-{len(self.processes)}.log", "w") as log:
+            self.processes.append(
+                subprocess.Popen(
+                    command,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL,
+                    start_new_session=True,
+                )
             )
-        )
 
     def __enter__(self) -> LocalRayCluster:
         try:
@@ -91,7 +93,7 @@ class LocalRayCluster:
                     "--include-dashboard=false",
                 ]
             )
-            wait_for_port(self.port, self.startup)
+            wait_for_port(self.port, self.startup, self.processes[0])
             for cpus in self.worker_cpus:
                 self._start(
                     [
@@ -121,11 +123,12 @@ class LocalRayCluster:
         return json.loads(done.stdout.strip().splitlines()[-1])
 
     def wait_for_nodes(self, count: int) -> list[dict]:
-        deadline = time.monotonic() + self.startup
+        deadline, nodes = time.monotonic() + self.startup, []
         while time.monotonic() < deadline:
-            nodes = self.alive_nodes()
-            if len(nodes) >= count:
-                return nodes
+            with contextlib.suppress(RayClusterError, subprocess.TimeoutExpired):
+                nodes = self.alive_nodes()  # a node joining can make one probe fail
+                if len(nodes) >= count:
+                    return nodes
             time.sleep(1.0)
         logs = "\n".join(p.read_text()[-1500:] for p in sorted(self.temp_dir.glob("node-*.log")))
         raise RayClusterError(f"only {len(nodes)} of {count} Ray nodes joined:\n{logs}")
@@ -156,6 +159,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, nargs="+", default=[2], help="CPUs per node")
     parser.add_argument("--head-cpus", type=int, default=0)
     args = parser.parse_args(argv)
+    # SIGTERM ends the wait like Ctrl-C, so the cluster is stopped on the way out
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     with LocalRayCluster(args.workers, args.head_cpus) as cluster:
         print(f"Ray cluster at {cluster.address}: {cluster.alive_nodes()}")
         print(f"run:  RAY_ADDRESS={cluster.address} flwr run .   (Ctrl-C stops the cluster)")

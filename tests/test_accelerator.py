@@ -149,3 +149,11 @@ def test_a_late_node_without_the_device_is_left_out_not_the_run(tmp_path, monkey
     assert 'node 2001: device="cuda" needs CUDA' in strategy.rejected[2001]
     rounds = pd.read_parquet(strategy.run_dir.path / "rounds.parquet")
     assert list(rounds["train_clients"]) == [3, 2, 2]
+
+
+def test_a_client_that_ray_gave_no_gpu_is_told_to_ask_for_a_share(monkeypatch) -> None:
+    _no_cuda(monkeypatch)
+    monkeypatch.setattr(torch.version, "cuda", "13.0")
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    with pytest.raises(DeviceError, match="client-resources-num-gpus"):
+        resolve_device("cuda")
