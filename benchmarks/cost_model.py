@@ -28,10 +28,9 @@ import numpy as np
 import pandas as pd
 
 from benchmarks.common import RESULTS, write_table
-from benchmarks.scale import PeakMemory
+from benchmarks.scale import launch_measuring_memory
 from fedticket.data import DATASETS
 from fedticket.models import build_model
-from simulations.launcher import launch
 
 NUM_CLIENTS = 40
 BASE = {"clients_per_round": 20, "model": "mnist-cnn", "density": 0.1}
@@ -62,14 +61,7 @@ def one_point(point: dict, rounds: int, epochs: int, out: Path, work: Path) -> d
         "resume": False,
     }
     workdir = work / f"{point['model']}-{point['clients_per_round']}-{point['density']}"
-    monitor = PeakMemory(workdir)
-    monitor.start()
-    result = launch(
-        config, num_supernodes=NUM_CLIENTS, cpus_per_client=1, workdir=workdir, timeout=3600
-    )
-    peak = monitor.stop()
-    if result.returncode != 0 or result.run_dir is None:
-        raise SystemExit(f"{point} failed:\n{result.output[-3000:]}")
+    result, peak = launch_measuring_memory(config, NUM_CLIENTS, workdir, str(point))
     table = pd.read_parquet(result.run_dir / "rounds.parquet").set_index("round")
     steady = list(range(2, rounds))
     sent = table[["message_bytes_down", "message_bytes_up"]].sum(axis=1)
@@ -102,12 +94,11 @@ def fits(table: pd.DataFrame) -> dict:
     by_clients = table[base_model & base_density].drop_duplicates("clients_per_round")
     by_density = table[base_model & base_clients].drop_duplicates("density")
     by_model = table[base_density & base_clients].drop_duplicates("model")
-    result = {
-        "round_s ~ clients_per_round": fit(by_clients["clients_per_round"], by_clients["round_s"])
-    }
-    result["peak_rss_MB ~ clients_per_round"] = fit(
-        by_clients["clients_per_round"], by_clients["peak_rss_MB"]
-    )
+    result = {}  # a line needs two points
+    if len(by_clients) >= 2:
+        per_round = by_clients["clients_per_round"]
+        result["round_s ~ clients_per_round"] = fit(per_round, by_clients["round_s"])
+        result["peak_rss_MB ~ clients_per_round"] = fit(per_round, by_clients["peak_rss_MB"])
     if len(by_density) >= 2:
         load = by_density["density"] * by_density["clients_per_round"]
         result["bytes_per_round ~ density x clients_per_round"] = fit(

@@ -22,7 +22,7 @@ from pathlib import Path
 import pandas as pd
 
 from benchmarks.common import RESULTS, write_table
-from simulations.launcher import launch, processes_of
+from simulations.launcher import LaunchResult, launch, processes_of
 
 
 def rss_bytes(pids: list[int]) -> int:
@@ -56,6 +56,22 @@ class PeakMemory(threading.Thread):
         return self.peak
 
 
+def launch_measuring_memory(
+    config: dict, clients: int, workdir: Path, label: str
+) -> tuple[LaunchResult, int]:
+    """One ``flwr run`` of ``clients`` simulated clients (1 CPU each) and the peak RSS summed
+    over all its processes, in bytes; stops the benchmark if the run fails."""
+    monitor = PeakMemory(workdir)
+    monitor.start()
+    result = launch(
+        config, num_supernodes=clients, cpus_per_client=1, workdir=workdir, timeout=3600
+    )
+    peak = monitor.stop()
+    if result.returncode != 0 or result.run_dir is None:
+        raise SystemExit(f"{label} failed:\n{result.output[-3000:]}")
+    return result, peak
+
+
 def one_run(clients: int, mode: str, rounds: int, out: Path, work: Path) -> dict:
     config = {
         "algorithm": "lotteryfl",
@@ -72,14 +88,7 @@ def one_run(clients: int, mode: str, rounds: int, out: Path, work: Path) -> dict
         "resume": False,
     }
     workdir = work / f"{clients}-{mode}"
-    monitor = PeakMemory(workdir)
-    monitor.start()
-    result = launch(
-        config, num_supernodes=clients, cpus_per_client=1, workdir=workdir, timeout=3600
-    )
-    peak = monitor.stop()
-    if result.returncode != 0 or result.run_dir is None:
-        raise SystemExit(f"{clients} clients ({mode}) failed:\n{result.output[-3000:]}")
+    result, peak = launch_measuring_memory(config, clients, workdir, f"{clients} clients ({mode})")
     rounds_table = pd.read_parquet(result.run_dir / "rounds.parquet")
     return {
         "clients": clients,
