@@ -64,3 +64,18 @@ class LoopbackGrid:
             if reply is not None:
                 replies.append(reply)
         return replies
+
+
+def three_client_config(root, **overrides) -> dict:
+    """A 2-round LotteryFL run config for 3 loopback clients (IID, always pruning) that writes
+    under ``root``; ``overrides`` change or add keys."""
+    return {
+        "algorithm": "lotteryfl",
+        "num-rounds": 2,
+        "partitioner": "iid",
+        "acc-threshold": -1.0,
+        "min-train-clients": 3,
+        "min-evaluate-clients": 3,
+        "min-available-clients": 3,
+        "output-root": str(root),
+    } | overrides

@@ -13,7 +13,7 @@ from fedticket.config import ConfigError, RunConfig
 from simulations.server_app import run_federation
 from strategies.base import NoClientsError
 from strategies.reporting import WALL_CLOCK_COLUMNS
-from tests.loopback import LoopbackGrid
+from tests.loopback import LoopbackGrid, three_client_config
 
 
 def _no_cuda(monkeypatch) -> None:
@@ -74,23 +74,10 @@ def test_seeded_draws_repeat_and_leave_the_global_generator_alone() -> None:
     assert torch.equal(torch.random.get_rng_state(), before)
 
 
-def _run_config(root, **overrides) -> dict:
-    return {
-        "algorithm": "lotteryfl",
-        "num-rounds": 2,
-        "partitioner": "iid",
-        "acc-threshold": -1.0,
-        "min-train-clients": 3,
-        "min-evaluate-clients": 3,
-        "min-available-clients": 3,
-        "output-root": str(root),
-    } | overrides
-
-
 @pytest.mark.usefixtures("flower_task_identity")
 def test_cuda_on_a_machine_without_it_stops_at_the_handshake(tmp_path, monkeypatch) -> None:
     _no_cuda(monkeypatch)
-    run_config = _run_config(tmp_path, device="cuda")
+    run_config = three_client_config(tmp_path, device="cuda")
     grid = LoopbackGrid(3, run_config)
     with pytest.raises(NoClientsError, match=r'^node \d+: device="cuda" needs CUDA') as raised:
         run_federation(grid, RunConfig.from_run_config(run_config))
@@ -103,7 +90,7 @@ def test_cpu_and_auto_give_the_same_run_twice_on_a_cpu_machine(tmp_path, monkeyp
     _no_cuda(monkeypatch)
     tables = []
     for name, device in (("a", "cpu"), ("b", "cpu"), ("c", "auto")):
-        run_config = _run_config(tmp_path / name, device=device)
+        run_config = three_client_config(tmp_path / name, device=device)
         strategy = run_federation(
             LoopbackGrid(3, run_config), RunConfig.from_run_config(run_config)
         )
@@ -129,7 +116,9 @@ def test_a_late_node_without_the_device_is_left_out_not_the_run(tmp_path, monkey
         return torch.device("cpu")
 
     monkeypatch.setattr(clients.base, "resolve_device", resolve)
-    run_config = _run_config(tmp_path, device="cuda", **{"num-rounds": 3, "min-train-clients": 2})
+    run_config = three_client_config(
+        tmp_path, device="cuda", **{"num-rounds": 3, "min-train-clients": 2}
+    )
     grid = LoopbackGrid(3, run_config)
 
     def replace_node_1(context: Context) -> None:  # node 1001 leaves, 2001 joins without CUDA

@@ -18,7 +18,7 @@ from fedticket.config import RunConfig
 from fedticket.report import main as report_main
 from fedticket.results import load_run, masks_frame, masks_from_frame
 from simulations.server_app import run_federation
-from tests.loopback import LoopbackGrid
+from tests.loopback import LoopbackGrid, three_client_config
 
 NOTEBOOK = Path(__file__).resolve().parents[1] / "simulations" / "notebooks" / "analysis.ipynb"
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -99,16 +99,7 @@ def session_runs(tmp_path_factory) -> list[Path]:
     root = tmp_path_factory.mktemp("runs")
     dirs = []
     for algorithm in ("fedavg", "lotteryfl"):
-        run_config = {
-            "algorithm": algorithm,
-            "num-rounds": 2,
-            "partitioner": "iid",
-            "acc-threshold": -1.0,
-            "min-train-clients": 3,
-            "min-evaluate-clients": 3,
-            "min-available-clients": 3,
-            "output-root": str(root),
-        }
+        run_config = three_client_config(root, algorithm=algorithm)
         strategy = run_federation(
             LoopbackGrid(3, run_config), RunConfig.from_run_config(run_config)
         )
