@@ -95,7 +95,7 @@ def one_run(workload: str, device: str, args: argparse.Namespace) -> list[dict]:
                 "actors": actors,
                 "round1_s": rounds["finished_s"].iloc[0],
                 "round_s": rounds["finished_s"].diff().loc[steady].mean(),
-                "final_personal_accuracy": rounds["personal_accuracy"].dropna().iloc[-1],
+                "final_served_accuracy": rounds["served_accuracy"].dropna().iloc[-1],
                 "identical_to_first": all(tables[k].equals(first[k]) for k in tables),
                 "skipped": "",
             }

@@ -45,7 +45,7 @@ def summarise(mode: str, result: LaunchResult, wire: tuple[float, float] | None)
         "wire_MB_down": float("nan"),
         "wire_vs_ledger_up": float("nan"),
         "wire_vs_ledger_down": float("nan"),
-        "final_accuracy": rounds["personal_accuracy"].dropna().iloc[-1],
+        "final_accuracy": rounds["served_accuracy"].dropna().iloc[-1],
     }
     if wire is not None:
         row |= {

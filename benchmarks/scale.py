@@ -97,7 +97,7 @@ def one_run(clients: int, mode: str, rounds: int, out: Path, work: Path) -> dict
         "wall_s": result.seconds,
         "round_s": rounds_table["seconds"].mean(),
         "peak_rss_MB": peak / 1e6,
-        "final_accuracy": rounds_table["personal_accuracy"].dropna().iloc[-1],
+        "final_accuracy": rounds_table["served_accuracy"].dropna().iloc[-1],
     }
 
 

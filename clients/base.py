@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import logging
+import math
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -29,7 +30,9 @@ from fedticket.flower_io import decode_payload, encode_payload, record_to_state,
 from fedticket.masks import kept_share as density
 from fedticket.masks import mask_digest
 from fedticket.models import batchnorm_names, build_model, load_state_arrays, state_arrays
+from fedticket.protocols import reference_sample, running_best
 from fedticket.snapshots import ClientSnapshots
+from fedticket.train import EvalStats
 from fedticket.train import evaluate as evaluate_model
 
 log = logging.getLogger("flwr")
@@ -91,12 +94,16 @@ class ClientState:
         self._state = state
         self._prefix = f"fedticket.{partition_id}"
 
-    def counters(self) -> dict[str, int | float | str]:
-        record = self._state.get(f"{self._prefix}.counters")
+    def counters(self, name: str = "counters") -> dict[str, int | float | str]:
+        """A record of scalars (``counters``: the algorithm's; ``protocols``: the base's
+        evaluation bookkeeping)."""
+        record = self._state.get(f"{self._prefix}.{name}")
         return dict(record) if record is not None else {}
 
-    def save_counters(self, counters: Mapping[str, int | float | str]) -> None:
-        self._state[f"{self._prefix}.counters"] = ConfigRecord(dict(counters))
+    def save_counters(
+        self, counters: Mapping[str, int | float | str], name: str = "counters"
+    ) -> None:
+        self._state[f"{self._prefix}.{name}"] = ConfigRecord(dict(counters))
 
     def arrays(self, name: str) -> dict[str, np.ndarray] | None:
         record = self._state.get(f"{self._prefix}.{name}")
@@ -165,35 +172,60 @@ class FederatedClient:
         under (the received one unless the algorithm changed it) and metrics."""
         raise NotImplementedError
 
-    def personal_arrays(
-        self, arrays: dict[str, np.ndarray], masks: Masks | None
-    ) -> dict[str, np.ndarray] | None:
-        """The client's personalised model given the received tensors; None when the algorithm
-        has none (then the personalised metrics equal the global ones)."""
-        return None
-
+    # ------------------------------------------------------------------ evaluation protocols
     def evaluate(
         self, server_round: int, arrays: dict[str, np.ndarray], masks: Masks | None
     ) -> dict[str, float]:
-        """Accuracy of the received model and of the personalised one, on the local test split."""
-        batch = self.config.eval_batch_size
-        load_state_arrays(self.model, arrays)
-        stats = evaluate_model(self.model, self.data.x_test, self.data.y_test, batch_size=batch)
+        """The client-side protocols (``fedticket.evaluation``): the served model and the
+        client's own latest trained model on its whole local test set, and the reference
+        best-ever score updated with the served model on a random 80-image sample."""
+        served = self.score(arrays)
         metrics = {
-            "num-examples": stats.num_examples,
-            "global-loss": stats.loss,
-            "global-accuracy": stats.accuracy,
+            "num-examples": served.num_examples,
+            "served-loss": served.loss,
+            "served-accuracy": served.accuracy,
         }
-        personal = self.personal_arrays(arrays, masks)
-        if personal is not None:
-            load_state_arrays(self.model, personal)
-            stats = evaluate_model(self.model, self.data.x_test, self.data.y_test, batch_size=batch)
-        metrics |= {
-            "personal-loss": stats.loss,
-            "personal-accuracy": stats.accuracy,
-            "density": density(masks),
-        }
-        return metrics
+        book = self.state.counters("protocols")
+        trained = self.state.arrays("trained")
+        if trained is not None:
+            local = self.score(trained)
+            age = server_round - int(book.get("trained-round", server_round))
+        else:
+            local, age = EvalStats(math.nan, math.nan, 0), math.nan
+        metrics |= {"local-loss": local.loss, "local-accuracy": local.accuracy, "local-age": age}
+        metrics["reference-accuracy"] = self.update_reference(server_round, arrays, purpose=1)
+        return metrics | {"density": density(masks)}
+
+    def after_fit(self, server_round: int, arrays: dict[str, np.ndarray]) -> None:
+        """Keep the trained model (the ``local`` protocol) and score it for the reference
+        protocol's best-ever, as LotteryFL's code scores every post-training model (R6)."""
+        self.state.save_arrays("trained", arrays)
+        book = self.state.counters("protocols") | {"trained-round": server_round}
+        self.state.save_counters(book, "protocols")
+        self.update_reference(server_round, arrays, purpose=2)
+
+    def score(self, arrays: Mapping[str, np.ndarray]) -> EvalStats:
+        load_state_arrays(self.model, arrays)
+        data = self.data
+        return evaluate_model(
+            self.model, data.x_test, data.y_test, batch_size=self.config.eval_batch_size
+        )
+
+    def update_reference(
+        self, server_round: int, arrays: Mapping[str, np.ndarray], purpose: int
+    ) -> float:
+        """Score ``arrays`` on a fresh random ``REFERENCE_IMAGES`` sample of the local test set
+        and return the running best-ever (kept in the ``protocols`` record)."""
+        data = self.data
+        pick = reference_sample(len(data.y_test), self.seed_for(server_round, 0x5EF0 + purpose))
+        load_state_arrays(self.model, arrays)
+        stats = evaluate_model(
+            self.model, data.x_test[pick], data.y_test[pick], batch_size=self.config.eval_batch_size
+        )
+        book = self.state.counters("protocols")
+        best = running_best(float(book.get("reference-best", math.nan)), stats.accuracy)
+        self.state.save_counters(book | {"reference-best": best}, "protocols")
+        return best
 
 
 @functools.lru_cache(maxsize=8)
@@ -304,6 +336,8 @@ def handle_message(kind: str, message: Message, context: Context) -> Message:
         changed = mask_digest(masks) != payload.digest
         if changed:
             state.save_masks(masks)
+        if arrays is not None:
+            client.after_fit(server_round, arrays)
         if arrays is not None and local_names:  # personal BN stays here, never sent
             state.save_arrays("local", {name: arrays[name] for name in local_names})
             arrays = {name: t for name, t in arrays.items() if name not in local_names}

@@ -80,7 +80,7 @@ class RunConfig:
     )
     test_fraction: float = _spec(
         0.2,
-        "share of each client's data held out as its local test",
+        "local-test=split: share of each client's data held out as its local test",
         low=0,
         high=0.9,
         low_open=True,
@@ -90,6 +90,22 @@ class RunConfig:
         "share of each client's train split held out for validation (LotteryFL's gate)",
         low=0,
         high=0.5,
+    )
+    local_test: str = _spec(
+        "label-pool",
+        "each client's test set: drawn from a held-out pool with its own labels, or a share of "
+        "its own data",
+        choices=("label-pool", "split"),
+    )
+    test_pool_fraction: float = _spec(
+        0.2,
+        "local-test=label-pool: share of each class held out as the test pool (the global test)",
+        low=0,
+        high=0.9,
+        low_open=True,
+    )
+    local_test_size: int = _spec(
+        200, "local-test=label-pool: test images per client, in its label proportions", low=1
     )
     model: str = _spec("mnist-cnn", "model registry name", choices=_model_names)
     num_rounds: int = _spec(10, "federated rounds", low=1)
@@ -134,8 +150,9 @@ class RunConfig:
         "val", "LotteryFL: data the prune gate evaluates on", choices=("val", "test")
     )
     rewind: str = _spec(
-        "init",
-        "LotteryFL: after pruning, restart from theta_0 (paper) or the received global model",
+        "global",
+        "LotteryFL: after pruning, restart from the received global model (reference code) or "
+        "theta_0 (paper text)",
         choices=("init", "global"),
     )
     server_momentum: float = _spec(

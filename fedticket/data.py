@@ -8,6 +8,7 @@ split from the same config, so nothing about the data travels over the wire.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import gzip
 import hashlib
@@ -372,6 +373,25 @@ def partition_shards(
     return parts
 
 
+def split_test_pool(labels: np.ndarray, config: RunConfig) -> tuple[np.ndarray, np.ndarray]:
+    """(train pool, test pool) indices into the dataset pool.
+
+    ``local-test="label-pool"``: ``test-pool-fraction`` of every class is held out (stratified,
+    seeded) before any client gets an image, as LotteryFL and FedLTN hold out the dataset's test
+    split; clients are partitioned from the rest. ``"split"``: no test pool, every image goes
+    to the partitioner (each client then holds out its own ``test-fraction``)."""
+    everything = np.arange(len(labels))
+    if config.local_test != "label-pool":
+        return everything, everything[:0]
+    rng = np.random.default_rng([config.seed, 0x7E57])
+    held = []
+    for label in np.unique(labels):
+        members = rng.permutation(everything[labels == label])
+        held.append(members[: round(config.test_pool_fraction * len(members))])
+    test = np.sort(np.concatenate(held))
+    return np.setdiff1d(everything, test, assume_unique=True), test
+
+
 @functools.lru_cache(maxsize=4)
 def _partitions(
     dataset: str, data_dir: str, download: bool, num_partitions: int, config: RunConfig
@@ -381,13 +401,42 @@ def _partitions(
         raise DataError(
             f"unknown partitioner '{config.partitioner}'; registered: {', '.join(PARTITIONERS)}"
         )
-    return PARTITIONERS[config.partitioner](pool.y, num_partitions, config)
+    train_pool, _test_pool = split_test_pool(pool.y, config)
+    parts = PARTITIONERS[config.partitioner](pool.y[train_pool], num_partitions, config)
+    return [train_pool[part] for part in parts]
+
+
+def _data_key(config: RunConfig) -> RunConfig:
+    """``config`` with every key that does not shape the data set to its default, so that
+    runs differing only in, say, ``lr`` share one cached partition."""
+    defaults = type(config)()
+    return dataclasses.replace(defaults, **{name: getattr(config, name) for name in DATA_KEYS})
+
+
+#: the run-config attributes that decide which images each client holds
+DATA_KEYS = (
+    "dataset",
+    "data_dir",
+    "download",
+    "partitioner",
+    "dirichlet_alpha",
+    "shards_per_client",
+    "shard_size",
+    "unbalance_rate",
+    "test_fraction",
+    "val_fraction",
+    "local_test",
+    "test_pool_fraction",
+    "local_test_size",
+    "seed",
+)
 
 
 def partition(config: RunConfig, num_partitions: int) -> list[np.ndarray]:
     """Every client's sample indices into the pool (deterministic for a config)."""
     if num_partitions < 1:
         raise DataError(f"num-partitions must be >= 1, got {num_partitions}")
+    config = _data_key(config)
     return _partitions(config.dataset, config.data_dir, config.download, num_partitions, config)
 
 
@@ -401,6 +450,41 @@ def split_train_test(
     return shuffled[n_test:], shuffled[:n_test]
 
 
+def label_quotas(train_labels: np.ndarray, size: int) -> dict[int, int]:
+    """How many test images of each label a client of ``train_labels`` gets: ``size`` split in
+    proportion to its label counts, largest remainders first (ties to the smaller label), so
+    the quotas sum to ``size`` exactly."""
+    classes, counts = np.unique(train_labels, return_counts=True)
+    if len(classes) == 0:
+        return {}
+    exact = size * counts / counts.sum()
+    quotas = np.floor(exact).astype(int)
+    order = sorted(range(len(classes)), key=lambda i: (-(exact[i] - quotas[i]), classes[i]))
+    for i in order[: size - int(quotas.sum())]:
+        quotas[i] += 1
+    return {int(c): int(q) for c, q in zip(classes, quotas, strict=True)}
+
+
+def label_pool_test(
+    labels: np.ndarray,
+    test_pool: np.ndarray,
+    train_labels: np.ndarray,
+    size: int,
+    seed: int,
+    partition_id: int,
+) -> np.ndarray:
+    """A client's local test set drawn from the held-out ``test_pool`` with the client's own
+    label distribution (LotteryFL's label blocks of the global test set, made proportional):
+    ``label_quotas`` images per label, without replacement, fewer where the pool runs out.
+    Clients with the same labels share test images, as in LotteryFL."""
+    rng = np.random.default_rng([seed, partition_id, 0x7E57])
+    chosen = []
+    for label, quota in label_quotas(train_labels, size).items():
+        candidates = test_pool[labels[test_pool] == label]
+        chosen.append(rng.choice(candidates, size=min(quota, len(candidates)), replace=False))
+    return np.sort(np.concatenate(chosen)) if chosen else test_pool[:0]
+
+
 def client_data(config: RunConfig, partition_id: int, num_partitions: int) -> ClientData:
     """The local train/test data of one client. Repeated calls in a process return the same
     object (callers must not change its arrays in place): a Ray actor serves whichever clients
@@ -408,15 +492,31 @@ def client_data(config: RunConfig, partition_id: int, num_partitions: int) -> Cl
     again (about 1.6 ms of a client's turn here)."""
     if not 0 <= partition_id < num_partitions:
         raise DataError(f"partition-id {partition_id} is outside 0..{num_partitions - 1}")
-    return _client_data(config, partition_id, num_partitions)
+    return _client_data(_data_key(config), partition_id, num_partitions)
+
+
+def client_indices(
+    config: RunConfig, partition_id: int, num_partitions: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(train, validation, test) pool indices of one client under ``local-test``."""
+    pool = load_pool(config.dataset, config.data_dir, config.download)
+    indices = partition(config, num_partitions)[partition_id]
+    if config.local_test == "label-pool":
+        train = np.random.default_rng([config.seed, partition_id]).permutation(indices)
+        _train_pool, test_pool = split_test_pool(pool.y, config)
+        test = label_pool_test(
+            pool.y, test_pool, pool.y[train], config.local_test_size, config.seed, partition_id
+        )
+    else:
+        train, test = split_train_test(indices, config.test_fraction, config.seed, partition_id)
+    train, val = split_validation(train, config.val_fraction)
+    return train, val, test
 
 
 @functools.lru_cache(maxsize=32)  # bounded: 1,000 clients must not pile up in each actor
 def _client_data(config: RunConfig, partition_id: int, num_partitions: int) -> ClientData:
     pool = load_pool(config.dataset, config.data_dir, config.download)
-    indices = partition(config, num_partitions)[partition_id]
-    train, test = split_train_test(indices, config.test_fraction, config.seed, partition_id)
-    train, val = split_validation(train, config.val_fraction)
+    train, val, test = client_indices(config, partition_id, num_partitions)
     return ClientData(
         partition_id,
         pool.x[train],
@@ -426,6 +526,25 @@ def _client_data(config: RunConfig, partition_id: int, num_partitions: int) -> C
         pool.x[val],
         pool.y[val],
     )
+
+
+def global_test_indices(config: RunConfig, num_partitions: int) -> np.ndarray:
+    """The held-out test set of all classes that the server scores its global model on: the
+    test pool (``label-pool``), or every client's local test split pooled (``split``; no image
+    of it is trained on)."""
+    config = _data_key(config)
+    pool = load_pool(config.dataset, config.data_dir, config.download)
+    if config.local_test == "label-pool":
+        return split_test_pool(pool.y, config)[1]
+    tests = [client_indices(config, pid, num_partitions)[2] for pid in range(num_partitions)]
+    return np.sort(np.concatenate(tests))
+
+
+def global_test_set(config: RunConfig, num_partitions: int) -> tuple[np.ndarray, np.ndarray]:
+    """(x, y) of ``global_test_indices``."""
+    pool = load_pool(config.dataset, config.data_dir, config.download)
+    index = global_test_indices(config, num_partitions)
+    return pool.x[index], pool.y[index]
 
 
 def split_validation(train: np.ndarray, val_fraction: float) -> tuple[np.ndarray, np.ndarray]:

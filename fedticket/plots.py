@@ -17,6 +17,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from fedticket.consensus import pairwise_jaccard
+from fedticket.protocols import PROTOCOLS
 from fedticket.results import masks_from_frame
 
 Runs = Mapping[str, Mapping[str, Any]]
@@ -27,6 +28,14 @@ def _subplots(figsize: tuple[float, float], rows: int = 1, cols: int = 1, **kw: 
     and a notebook that shows the saved PNG)."""
     fig = Figure(figsize=figsize)
     return fig, fig.subplots(rows, cols, **kw)
+
+
+#: the protocol of the single-protocol figures: every algorithm has it (fedticket.evaluation)
+HEADLINE = "served_accuracy"
+
+
+def _label(column: str) -> str:
+    return column.replace("_", " ") + " (mean over clients)"
 
 
 def _save(fig: Figure, path: str | Path) -> Path:
@@ -40,7 +49,7 @@ def _save(fig: Figure, path: str | Path) -> Path:
 def _evaluated(rounds: pd.DataFrame) -> pd.DataFrame:
     frame = rounds.sort_values("round").copy()
     frame["cumulative_bytes"] = (frame["message_bytes_down"] + frame["message_bytes_up"]).cumsum()
-    return frame.dropna(subset=["personal_accuracy"])
+    return frame.dropna(subset=[HEADLINE])
 
 
 def _final_clients(run: Mapping[str, Any]) -> pd.DataFrame:
@@ -53,40 +62,47 @@ def _final_clients(run: Mapping[str, Any]) -> pd.DataFrame:
 
 
 def accuracy_vs_bytes(runs: Runs, path: str | Path) -> Path:
-    """Personalised accuracy against cumulative message bytes (both directions, log scale)."""
+    """Served accuracy against cumulative message bytes (both directions, log scale)."""
     fig, ax = _subplots((6.5, 4.2))
     for label, run in runs.items():
         frame = _evaluated(run["rounds"])
-        ax.plot(frame["cumulative_bytes"], frame["personal_accuracy"], marker=".", label=label)
+        ax.plot(frame["cumulative_bytes"], frame[HEADLINE], marker=".", label=label)
     ax.set_xscale("log")
-    ax.set(xlabel="cumulative message bytes (down + up)", ylabel="personalised accuracy")
+    ax.set(xlabel="cumulative message bytes (down + up)", ylabel=_label(HEADLINE))
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     return _save(fig, path)
 
 
 def accuracy_vs_round(runs: Runs, path: str | Path) -> Path:
-    fig, ax = _subplots((6.5, 4.2))
-    for label, run in runs.items():
-        frame = _evaluated(run["rounds"])
-        ax.plot(frame["round"], frame["personal_accuracy"], marker=".", label=label)
-    ax.set(xlabel="round", ylabel="personalised accuracy (mean over clients)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    """One panel per evaluation protocol (fedticket.evaluation), every run in each: the
+    protocols side by side, never one mistaken for another."""
+    fig, axes = _subplots((11, 7), 2, 2, squeeze=False, sharex=True)
+    for ax, protocol in zip(axes.flat, PROTOCOLS, strict=True):
+        column = f"{protocol}_accuracy"
+        for label, run in runs.items():
+            frame = _evaluated(run["rounds"])
+            if column in frame and frame[column].notna().any():
+                ax.plot(frame["round"], frame[column], marker=".", label=label)
+        ax.set(title=f"{protocol}: {PROTOCOLS[protocol]}", xlabel="round", ylabel="accuracy")
+        ax.title.set_fontsize(8)
+        ax.grid(alpha=0.3)
+        if ax.has_data():
+            ax.legend(fontsize=7)
     return _save(fig, path)
 
 
 def client_accuracy_distribution(runs: Runs, path: str | Path) -> Path:
-    """Per-client personalised accuracy at each run's last evaluated round."""
+    """Per-client served accuracy at each run's last evaluated round."""
     labels, values = [], []
     for label, run in runs.items():
         final = _final_clients(run)
         labels.append(label)
-        values.append(final["personal_accuracy"].dropna().to_numpy())
+        values.append(final[HEADLINE].dropna().to_numpy())
     fig, ax = _subplots((max(4.5, 1.3 * len(labels)), 4.2))
     ax.boxplot(values, showmeans=True)
     ax.set_xticks(range(1, len(labels) + 1), labels, rotation=20, ha="right", fontsize=8)
-    ax.set(ylabel="personalised accuracy per client (last round)")
+    ax.set(ylabel=f"{_label(HEADLINE)} per client (last round)")
     ax.grid(alpha=0.3, axis="y")
     return _save(fig, path)
 
@@ -155,7 +171,7 @@ def _hetero(run: Mapping[str, Any]) -> bool:
 
 
 def accuracy_per_device_class(runs: Runs, path: str | Path) -> Path | None:
-    """Last-round personalised accuracy per device class (deployed nodes) or per density budget
+    """Last-round served accuracy per device class (deployed nodes) or per density budget
     (simulated hetero nodes); None when every run has a single class and budget."""
     rows = []
     for label, run in runs.items():
@@ -169,7 +185,7 @@ def accuracy_per_device_class(runs: Runs, path: str | Path) -> Path | None:
             groups = final["density_level"].map(lambda v: f"budget {v:g} x")
         else:
             continue
-        for group, acc in zip(groups, final["personal_accuracy"], strict=True):
+        for group, acc in zip(groups, final[HEADLINE], strict=True):
             rows.append({"run": label, "group": group, "accuracy": acc})
     if not rows:
         return None
@@ -178,7 +194,7 @@ def accuracy_per_device_class(runs: Runs, path: str | Path) -> Path | None:
     table = table.reindex(list(dict.fromkeys(frame["run"])))  # the runs' own order
     fig, ax = _subplots((6.5, 4.2))
     table.plot.bar(ax=ax, rot=20)
-    ax.set(xlabel="", ylabel="personalised accuracy (last round)")
+    ax.set(xlabel="", ylabel=f"{_label(HEADLINE)} (last round)")
     ax.legend(fontsize=8, title="device")
     ax.grid(alpha=0.3, axis="y")
     return _save(fig, path)

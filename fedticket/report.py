@@ -15,7 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from fedticket.config import describe_keys
+from fedticket.protocols import PROTOCOLS
 from fedticket.results import load_run
+from fedticket.summaries import LAST_K, run_summary
 
 
 class ReportError(ValueError):
@@ -38,14 +40,17 @@ def summary(run: Mapping[str, Any], path: Path) -> str:
         f" | rounds {len(rounds)}/{config['num-rounds']} | seed {config['seed']}",
         "changed    " + (" ".join(f"{k}={v!r}" for k, v in sorted(changed.items())) or "nothing"),
     ]
-    evaluated = rounds.dropna(subset=["personal_accuracy"])
+    evaluated = rounds.dropna(subset=["served_accuracy"])
     if len(evaluated):
-        last = evaluated.iloc[-1]
-        lines.append(
-            f"round {int(last['round'])}   personalised acc {last['personal_accuracy']:.4f} "
-            f"(std {last['personal_accuracy_std']:.4f}, min {last['personal_accuracy_min']:.4f}) "
-            f"| global acc {last['global_accuracy']:.4f} | loss {last['personal_loss']:.4f}"
-        )
+        last, summary_k = evaluated.iloc[-1], run_summary(rounds)
+        lines.append(f"round {int(last['round'])}  accuracy per protocol (mean over clients):")
+        for protocol, meaning in PROTOCOLS.items():
+            spread = last.get(f"{protocol}_accuracy_std", math.nan)
+            lines.append(
+                f"  {protocol:<9} {last[f'{protocol}_accuracy']:.4f} "
+                f"(last {LAST_K} evaluations {summary_k[f'{protocol}_last{LAST_K}']:.4f}, "
+                f"std over clients {spread:.4f}): {meaning}"
+            )
     density = rounds["mean_density"].dropna()
     if len(density):
         lines.append(f"density    {density.iloc[-1]:.4f} (mean of the last round's trained masks)")

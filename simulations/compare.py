@@ -30,6 +30,7 @@ from tqdm import tqdm
 from fedticket.config import ConfigError, RunConfig
 from fedticket.plots import draw_all
 from fedticket.results import load_run, markdown_table, read_table, resolve_output_root
+from fedticket.summaries import run_summary
 from simulations.launcher import PROJECT_DIR, launch
 
 PRESETS = PROJECT_DIR / "simulations" / "presets"
@@ -89,19 +90,16 @@ def load_preset(name: str, output_root: str = "") -> tuple[str, list[PlannedRun]
 
 
 def summarise(label: str, run: Mapping[str, Any], reused: bool) -> dict[str, Any]:
+    """One row: per protocol the final round, the mean of the last ``LAST_K`` evaluations and
+    the std over clients (``fedticket.summaries``), then density and bytes."""
     rounds, comm = run["rounds"], run["comm"]
-    evaluated = rounds.dropna(subset=["personal_accuracy"])
-    last = evaluated.iloc[-1] if len(evaluated) else pd.Series(dtype=float)
     down = comm.loc[comm["direction"] == "down", "message_bytes"].sum()
     up = comm.loc[comm["direction"] == "up", "message_bytes"].sum()
     return {
         "run": label,
         "algorithm": run["config"]["algorithm"],
         "rounds": len(rounds),
-        "personal_acc": last.get("personal_accuracy"),
-        "personal_acc_std": last.get("personal_accuracy_std"),
-        "personal_acc_min": last.get("personal_accuracy_min"),
-        "global_acc": last.get("global_accuracy"),
+        **run_summary(rounds),
         "final_density": rounds["mean_density"].dropna().iloc[-1]
         if rounds["mean_density"].notna().any()
         else float("nan"),

@@ -34,6 +34,7 @@ from flwr.serverapp.strategy import Strategy
 
 from fedticket.checkpoint import masks_from_arrays, masks_to_arrays, split_prefix, write_archive
 from fedticket.config import RunConfig
+from fedticket.evaluation import GlobalEvaluator
 from fedticket.flower_io import (
     PayloadError,
     decode_payload,
@@ -47,8 +48,16 @@ from fedticket.flower_io import (
 )
 from fedticket.ledger import CommLedger
 from fedticket.masks import mask_digest
+from fedticket.protocols import PROTOCOLS
 from fedticket.results import RunDirectory
-from strategies.reporting import log_progress, restore_tables, round_summary, write_tables
+from fedticket.train import EvalStats
+from strategies.reporting import (
+    CLIENT_PROTOCOL_COLUMNS,
+    log_progress,
+    restore_tables,
+    round_summary,
+    write_tables,
+)
 
 log = logging.getLogger("flwr")  # Flower's handlers print it in `flwr run --stream`
 
@@ -80,6 +89,7 @@ class NodeInfo:
     link_latency_ms: float = 0.0
     density_level: float = 1.0  # the node's budget as a share of the target density
     device_class: str = "simulated"
+    num_partitions: int = 0
 
     def transfer_seconds(self, nbytes: int, direction: str) -> float:
         """Estimated time on this node's link (NaN when no link model is set)."""
@@ -178,6 +188,8 @@ class SparseStrategy(Strategy):
         self._waiting = 0.0  # seconds of this round spent waiting for client replies
         self._train_replies = 0
         self.checkpoint_round = 0  # the last round a checkpoint holds
+        #: scores the ``global`` protocol; set by the ServerApp once it knows the partitions
+        self.global_evaluator: GlobalEvaluator | None = None
 
     # ------------------------------------------------------------------ algorithm steps
     def client_masks(self, server_round: int, node: NodeInfo) -> Masks | None:
@@ -274,6 +286,7 @@ class SparseStrategy(Strategy):
                 float(m.get("link-latency-ms", 0.0)),
                 float(m.get("density-level", 1.0)),
                 str(described.get("device-class", "")),
+                int(m.get("num-partitions", 0)),
             )
             devices[str(described.get("torch-device", "?"))] += 1
             if rejoin:
@@ -536,8 +549,7 @@ class SparseStrategy(Strategy):
     def configure_evaluate(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
-        every, last = self.config.evaluate_every, self.config.num_rounds
-        if self.config.fraction_evaluate <= 0 or (server_round % every and server_round != last):
+        if self.config.fraction_evaluate <= 0 or not self.is_evaluation_round(server_round):
             return []
         global_arrays = record_to_state(arrays, self.template)
         messages = []
@@ -570,28 +582,51 @@ class SparseStrategy(Strategy):
                     "status": "ok",
                     "reason": "",
                     "num_examples": int(m.get("num-examples", 0)),
-                    "global_loss": m.get("global-loss"),
-                    "global_accuracy": m.get("global-accuracy"),
-                    "personal_loss": m.get("personal-loss"),
-                    "personal_accuracy": m.get("personal-accuracy"),
+                    **{
+                        column: m.get(column.replace("_", "-"))
+                        for column in CLIENT_PROTOCOL_COLUMNS
+                    },
                     "density": m.get("density"),
                     "client_seconds": m.get("client-seconds"),
                 }
             )
         self._record_failures(server_round, "evaluate", outcome)
+        global_stats = (
+            self.evaluate_global()
+            if self.is_evaluation_round(server_round)
+            else EvalStats(math.nan, math.nan, 0)
+        )
         now = time.perf_counter()
         summary = (
             round_summary(server_round, self.client_rows, self.ledger, now - self._round_started)
+            | {"global_accuracy": global_stats.accuracy, "global_loss": global_stats.loss}
             | {"seconds_clients": self._waiting, "finished_s": now - self._run_started}
             | self.round_extras(server_round)
         )
         self.round_rows.append(summary)
         self.write_results()
         log_progress(summary, self.config.num_rounds)
-        headline = ("global_accuracy", "global_loss", "personal_accuracy", "personal_loss")
+        headline = [f"{p}_accuracy" for p in PROTOCOLS]
         return MetricRecord(
             {k.replace("_", "-"): summary[k] for k in headline if not math.isnan(summary[k])}
         )
+
+    def is_evaluation_round(self, server_round: int) -> bool:
+        """Every ``evaluate-every`` rounds and after the last."""
+        every, last = self.config.evaluate_every, self.config.num_rounds
+        return server_round % every == 0 or server_round == last
+
+    def global_model(self) -> dict[str, np.ndarray]:
+        """The server's model that the ``global`` protocol scores (LotteryFL's code scores the
+        unmasked theta_g, E4)."""
+        return self._global
+
+    def evaluate_global(self) -> EvalStats:
+        """The ``global`` protocol: the server's model on the held-out test set of all classes;
+        NaN without an evaluator (the server lacks the data) or a whole global model."""
+        if self.global_evaluator is None or not self._global:
+            return EvalStats(math.nan, math.nan, 0)
+        return self.global_evaluator.evaluate(self.global_model())
 
     @property
     def state_on_disk(self) -> bool:

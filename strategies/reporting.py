@@ -27,15 +27,28 @@ CLIENT_COLUMNS = [
     "train_loss",
     "train_seconds",
     "client_seconds",
-    "global_loss",
-    "global_accuracy",
-    "personal_loss",
-    "personal_accuracy",
+    "served_loss",
+    "served_accuracy",
+    "local_loss",
+    "local_accuracy",
+    "local_age",
+    "reference_accuracy",
     "density",
     "message_bytes_down",
     "message_bytes_up",
     "transfer_seconds",
 ]
+#: what an evaluate reply reports per client (fedticket.evaluation; metric keys use dashes)
+CLIENT_PROTOCOL_COLUMNS = (
+    "served_loss",
+    "served_accuracy",
+    "local_loss",
+    "local_accuracy",
+    "local_age",
+    "reference_accuracy",
+)
+#: protocols scored on the clients, each summarised over clients in the rounds table
+CLIENT_PROTOCOLS = ("served", "local", "reference")
 _TEXT = {"phase", "device_class", "status", "reason"}
 #: columns that measure time, so differ between two otherwise identical runs
 WALL_CLOCK_COLUMNS = frozenset(
@@ -57,24 +70,42 @@ def round_summary(
 ) -> dict:
     """One ``rounds.parquet`` row from this round's client rows and ledger rows.
 
-    Accuracies are means over clients (the papers' convention); ``*_pooled`` weight every
-    local test example equally."""
+    Each client-side protocol (``CLIENT_PROTOCOLS``) gets its mean over clients (the papers'
+    convention), std and min over clients; ``served_accuracy_pooled`` weights every local test
+    example equally. The ``global`` protocol is the server's and is added by the strategy."""
     rows = [r for r in client_rows if r["round"] == server_round]
     train = [r for r in rows if r["phase"] == "train"]
     ok_train = [r for r in train if r["status"] == "ok"]
     evals = [r for r in rows if r["phase"] == "evaluate"]
     evaluated = [r for r in evals if r["status"] == "ok" and r["num_examples"] > 0]
+
+    def over_clients(key: str) -> np.ndarray:
+        values = np.array([_number(r.get(key)) for r in evaluated], dtype=float)
+        return values[~np.isnan(values)]
+
+    def stat(fn, key: str) -> float:
+        values = over_clients(key)
+        return float(fn(values)) if len(values) else math.nan
+
+    protocols = {}
+    for protocol in CLIENT_PROTOCOLS:
+        key = f"{protocol}_accuracy"
+        protocols |= {
+            key: stat(np.mean, key),
+            f"{key}_std": stat(np.std, key),
+            f"{key}_min": stat(np.min, key),
+        }
+    protocols |= {
+        "served_loss": stat(np.mean, "served_loss"),
+        "local_loss": stat(np.mean, "local_loss"),
+        "local_age": stat(np.mean, "local_age"),
+        "local_clients": len(over_clients("local_accuracy")),
+    }
     n_eval = np.array([r["num_examples"] for r in evaluated], dtype=float)
-
-    def pooled(key: str) -> float:
-        return (
-            float(np.average([r[key] for r in evaluated], weights=n_eval))
-            if evaluated
-            else math.nan
-        )
-
-    def client_mean(key: str) -> float:
-        return float(np.mean([r[key] for r in evaluated])) if evaluated else math.nan
+    served = [_number(r.get("served_accuracy")) for r in evaluated]
+    protocols["served_accuracy_pooled"] = (
+        float(np.average(served, weights=n_eval)) if evaluated else math.nan
+    )
 
     weights = [r["num_examples"] for r in ok_train]
     train_loss = (
@@ -92,18 +123,7 @@ def round_summary(
         "eval_failures": sum(1 for r in evals if r["status"] != "ok"),
         "malformed_replies": sum(1 for r in rows if r["status"] == "malformed"),
         "train_loss": train_loss,
-        "global_accuracy": client_mean("global_accuracy"),
-        "global_loss": client_mean("global_loss"),
-        "personal_accuracy": client_mean("personal_accuracy"),
-        "personal_loss": client_mean("personal_loss"),
-        "personal_accuracy_std": float(np.std([r["personal_accuracy"] for r in evaluated]))
-        if evaluated
-        else math.nan,
-        "personal_accuracy_min": float(np.min([r["personal_accuracy"] for r in evaluated]))
-        if evaluated
-        else math.nan,
-        "global_accuracy_pooled": pooled("global_accuracy"),
-        "personal_accuracy_pooled": pooled("personal_accuracy"),
+        **protocols,
         "mean_density": float(np.mean([r["density"] for r in ok_train])) if ok_train else math.nan,
         "message_bytes_down": down["message_bytes"],
         "message_bytes_up": up["message_bytes"],
@@ -117,15 +137,21 @@ def round_summary(
     }
 
 
+def _number(value: object) -> float:
+    return math.nan if value is None else float(value)
+
+
 def log_progress(summary: dict, num_rounds: int) -> None:
+    """One line per round: the protocols side by side (NaN: not evaluated this round)."""
     log.info(
-        "round %d/%d  global acc %.4f loss %.4f | personal acc %.4f | density %.3f | "
-        "down %s up %s | %.1f s",
+        "round %d/%d  served %.4f | local %.4f | global %.4f | reference %.4f | "
+        "density %.3f | down %s up %s | %.1f s",
         summary["round"],
         num_rounds,
+        summary["served_accuracy"],
+        summary["local_accuracy"],
         summary["global_accuracy"],
-        summary["global_loss"],
-        summary["personal_accuracy"],
+        summary["reference_accuracy"],
         summary["mean_density"],
         human_bytes(summary["message_bytes_down"]),
         human_bytes(summary["message_bytes_up"]),

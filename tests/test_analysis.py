@@ -43,7 +43,7 @@ def _hand_made_run(shift: float, masks: bool, levels: tuple[float, ...]) -> dict
     rounds = pd.DataFrame(
         {
             "round": [1, 2, 3],
-            "personal_accuracy": [0.5 + shift, np.nan, 0.8 + shift],
+            "served_accuracy": [0.5 + shift, np.nan, 0.8 + shift],
             "message_bytes_down": [1000, 800, 600],
             "message_bytes_up": [500, 400, 300],
             "mean_density": [0.8, 0.64, 0.51],
@@ -57,7 +57,7 @@ def _hand_made_run(shift: float, masks: bool, levels: tuple[float, ...]) -> dict
             "partition_id": list(range(len(levels))),
             "device_class": ["simulated"] * len(levels),
             "density_level": list(levels),
-            "personal_accuracy": [0.7 + 0.05 * i for i in range(len(levels))],
+            "served_accuracy": [0.7 + 0.05 * i for i in range(len(levels))],
         }
     )
     comm = pd.DataFrame(

@@ -84,7 +84,9 @@ def test_dirichlet_small_alpha_skews_labels() -> None:
 
 
 def test_client_split_holds_out_test_fraction_without_overlap() -> None:
-    config = RunConfig.from_run_config({"partitioner": "iid", "test-fraction": 0.2})
+    config = RunConfig.from_run_config(
+        {"partitioner": "iid", "test-fraction": 0.2, "local-test": "split"}
+    )
     indices = partition(config, 10)[3]
     train, test = split_train_test(indices, 0.2, config.seed, 3)
     assert len(train) == 400 and len(test) == 100

@@ -1,0 +1,79 @@
+"""Summaries that do not lie by noise: what every comparison table reports per protocol.
+
+One evaluation of a few clients moves several points from noise alone, so a run is summarised
+by its final evaluated round *and* the mean of its last ``LAST_K`` evaluations, with the std
+over clients beside each protocol's mean; several seeds of one setup are then reported as
+mean +- std over seeds (``over_seeds``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+
+import pandas as pd
+
+from fedticket.protocols import PROTOCOLS
+
+#: evaluations averaged at the end of a run (the issue's floor is 3)
+LAST_K = 3
+
+
+def run_summary(rounds: pd.DataFrame, k: int = LAST_K) -> dict[str, float]:
+    """Per protocol: ``<p>_final`` (last evaluated round), ``<p>_last<k>`` (mean of the last
+    ``k`` evaluated rounds) and ``<p>_client_std`` (std over clients at the final round; NaN
+    for ``global``, a single server-side score)."""
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    evaluated = rounds.dropna(subset=["served_accuracy"]).sort_values("round")
+    summary: dict[str, float] = {"evaluations": float(len(evaluated))}
+    for protocol in PROTOCOLS:
+        column = f"{protocol}_accuracy"
+        values = evaluated[column] if column in evaluated else pd.Series(dtype=float)
+        spread = evaluated.get(f"{column}_std", pd.Series(math.nan, index=evaluated.index))
+        summary |= {
+            f"{protocol}_final": float(values.iloc[-1]) if len(values) else math.nan,
+            f"{protocol}_last{k}": float(values.tail(k).mean()) if len(values) else math.nan,
+            f"{protocol}_client_std": float(spread.iloc[-1]) if len(spread) else math.nan,
+        }
+    return summary
+
+
+def over_seeds(table: pd.DataFrame, by: Iterable[str], seed: str = "seed") -> pd.DataFrame:
+    """Mean and std over seeds of every numeric column, one row per ``by`` group (in the
+    table's own order), with ``seeds`` counting the runs. Columns become ``<c>_mean`` and
+    ``<c>_std`` (sample std, ddof=1; NaN with one seed)."""
+    by = list(by)
+    numeric = [
+        c
+        for c in table.columns
+        if c not in by and c != seed and pd.api.types.is_numeric_dtype(table[c])
+    ]
+    grouped = table.groupby(by, sort=False)[numeric]
+    means = grouped.mean().add_suffix("_mean")
+    stds = grouped.std(ddof=1).add_suffix("_std")
+    counts = table.groupby(by, sort=False).size().rename("seeds")
+    ordered = [f"{c}_{s}" for c in numeric for s in ("mean", "std")]
+    return pd.concat([means, stds], axis=1)[ordered].join(counts).reset_index()
+
+
+def mean_std(mean: float, std: float, digits: int = 3) -> str:
+    """``0.873 +- 0.012`` (just the mean when the std is NaN: one seed)."""
+    if math.isnan(mean):
+        return "n/a"
+    if math.isnan(std):
+        return f"{mean:.{digits}f}"
+    return f"{mean:.{digits}f} ± {std:.{digits}f}"
+
+
+def seeds_table(summary: pd.DataFrame, by: Iterable[str], columns: Iterable[str]) -> pd.DataFrame:
+    """``over_seeds`` output shown as ``mean ± std`` strings for ``columns``."""
+    by = list(by)
+    shown = summary[by].copy()
+    for column in columns:
+        shown[column] = [
+            mean_std(float(m), float(s))
+            for m, s in zip(summary[f"{column}_mean"], summary[f"{column}_std"], strict=True)
+        ]
+    shown["seeds"] = summary["seeds"].to_numpy()
+    return shown
