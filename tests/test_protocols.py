@@ -108,11 +108,9 @@ def test_a_client_reports_served_and_its_own_trained_model_and_the_best_ever() -
     data, model = client.data, client.model
 
     def accuracy(arrays: dict, pick: np.ndarray | None = None) -> float:
-        model.load_state_dict({k: __import__("torch").from_numpy(v) for k, v in arrays.items()})
-        x, y = (
-            (data.x_test, data.y_test) if pick is None else (data.x_test[pick], data.y_test[pick])
-        )
-        return evaluate(model, x, y).accuracy
+        load_state_arrays(model, arrays)
+        pick = np.arange(len(data.y_test)) if pick is None else pick
+        return evaluate(model, data.x_test[pick], data.y_test[pick]).accuracy
 
     assert after["served-accuracy"] == pytest.approx(accuracy(served))
     assert after["local-accuracy"] == pytest.approx(accuracy(trained))
