@@ -71,7 +71,10 @@ class RunConfig:
     download: bool = _spec(False, "let torchvision datasets download into data-dir")
     partitioner: str = _spec("dirichlet", "how samples are split", choices=_partitioner_names)
     dirichlet_alpha: float = _spec(
-        0.5, "Dirichlet concentration (label skew)", low=0, low_open=True
+        0.1,
+        "Dirichlet concentration (label skew; 0.1: a few labels per client)",
+        low=0,
+        low_open=True,
     )
     shards_per_client: int = _spec(2, "label shards per client (shards partitioner)", low=1)
     shard_size: int = _spec(20, "images per label shard (shards partitioner)", low=1)
@@ -108,7 +111,7 @@ class RunConfig:
         200, "local-test=label-pool: test images per client, in its label proportions", low=1
     )
     model: str = _spec("mnist-cnn", "model registry name", choices=_model_names)
-    num_rounds: int = _spec(10, "federated rounds", low=1)
+    num_rounds: int = _spec(20, "federated rounds", low=1)
     fraction_train: float = _spec(1.0, "share of clients sampled to train per round", low=0, high=1)
     min_train_clients: int = _spec(2, "fewest clients sampled to train per round", low=1)
     fraction_evaluate: float = _spec(

@@ -76,6 +76,13 @@ def summary(run: Mapping[str, Any], path: Path) -> str:
     else:
         lines.append("failures   none")
     lines.append(f"wall       {rounds['seconds'].sum():.1f} s in rounds")
+    environment = run.get("environment") or {}
+    if environment:
+        packages = environment.get("packages", {})
+        lines.append(
+            f"machine    {environment.get('cpu', '?')}, {environment.get('cores', '?')} cores | "
+            + " ".join(f"{name} {packages.get(name, '?')}" for name in ("flwr", "torch"))
+        )
     return "\n".join(lines)
 
 

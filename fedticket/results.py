@@ -22,6 +22,7 @@ import pandas as pd
 
 TABLES = ("rounds", "clients", "comm", "masks")
 ENV_OUTPUT_ROOT = "FEDTICKET_OUTPUT_ROOT"
+ENVIRONMENT_KEY = "environment"  # config.json's record of the machine and packages
 
 
 def resolve_output_root(configured: str) -> Path:
@@ -64,8 +65,13 @@ class RunDirectory:
     def __init__(self, root: Path, algorithm: str, config_hash: str) -> None:
         self.path = Path(root) / algorithm / config_hash
 
-    def write_config(self, config: Mapping[str, Any]) -> None:
-        text = json.dumps(dict(config), indent=2, sort_keys=True) + "\n"
+    def write_config(
+        self, config: Mapping[str, Any], environment: Mapping[str, Any] | None = None
+    ) -> None:
+        """``config.json``: the resolved config and, under ``environment``, the machine and
+        package versions it ran on (``fedticket.environment``)."""
+        record = dict(config) | ({ENVIRONMENT_KEY: dict(environment)} if environment else {})
+        text = json.dumps(record, indent=2, sort_keys=True) + "\n"
         atomic_write_bytes(self.path / "config.json", text.encode())
 
     def write_table(self, name: str, frame: pd.DataFrame) -> Path:
@@ -84,10 +90,11 @@ def read_table(path: str | Path, columns: list[str] | None = None) -> pd.DataFra
 
 
 def load_run(path: str | Path) -> dict[str, Any]:
-    """Read a run directory back: ``config`` (dict) and one DataFrame per table present (a run
-    still in progress reads as of its last finished round)."""
+    """Read a run directory back: ``config`` and ``environment`` (dicts) and one DataFrame per
+    table present (a run still in progress reads as of its last finished round)."""
     path = Path(path)
-    run: dict[str, Any] = {"config": json.loads((path / "config.json").read_text())}
+    config = json.loads((path / "config.json").read_text())
+    run: dict[str, Any] = {"environment": config.pop(ENVIRONMENT_KEY, {}), "config": config}
     for name in TABLES:
         file = path / f"{name}.parquet"
         if file.exists():

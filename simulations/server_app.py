@@ -19,6 +19,7 @@ from clients import CLIENTS
 from fedticket.checkpoint import CheckpointError, load_checkpoint
 from fedticket.config import ConfigError, RunConfig
 from fedticket.data import DATASETS, DataError
+from fedticket.environment import describe_environment
 from fedticket.evaluation import GlobalEvaluator, build_global_evaluator
 from fedticket.masks import select_layers
 from fedticket.models import batchnorm_names, build_model, state_arrays
@@ -91,7 +92,7 @@ def run_federation(
         )
     else:
         initial = strategy.prepare(grid, initial)
-    run_dir.write_config(config.to_dict())
+    run_dir.write_config(config.to_dict(), describe_environment())
     strategy.run_rounds(grid, initial, first_round, config.num_rounds)
     strategy.write_results()
     return strategy

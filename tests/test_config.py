@@ -62,7 +62,7 @@ def test_hash_is_stable_and_ignores_output_root() -> None:
     c = RunConfig.from_run_config({"lr": 0.2})
     assert a.config_hash() == b.config_hash() != c.config_hash()
     assert len(a.config_hash()) == 12
-    assert a.to_dict()["num-rounds"] == 10
+    assert a.to_dict()["num-rounds"] == 20
 
 
 def test_parse_run_config_string_matches_flower_toml_rules() -> None:
