@@ -2,8 +2,9 @@
 
 Implementation based on McMahan et al., AISTATS 2017 (https://arxiv.org/abs/1602.05629).
 When the server sends a mask (a sub-network), the client trains under it and replies with the
-kept entries only. FedAvg has no personalised model: its personalised accuracy is the received
-model's accuracy on the client's local test split (both columns are equal by construction).
+kept entries only. Its ``local`` protocol score (``fedticket.protocols``) is the global model
+after one round of local training: FedAvg plus local fine-tuning, the fair personalised
+baseline.
 """
 
 from __future__ import annotations

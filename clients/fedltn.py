@@ -22,7 +22,8 @@ starts from the ticket the server sends.
 
 Deviations and open choices: gradients are masked (mask-based freeze, not LotteryFL's
 |w| < 1e-6); the gate uses the validation split, not the test split; BN tensors are never
-pruned; no fine-tuning phase; personalised accuracy is the last round's, not best-ever.
+pruned; no fine-tuning phase; accuracy under every protocol of ``fedticket.protocols`` (the
+code's best-ever is the ``reference`` one; there is no ``global`` one: BN never leaves).
 """
 
 from __future__ import annotations

@@ -20,14 +20,16 @@ Deviations from the reference code (each a bug the spec lists, or a choice it le
   code uses up to 80 random test images, B5); ``gate-data="test"`` uses the local test split.
 - The prune count is exact, ceil(rate * (alive - 1)) per layer, ties broken by index: the
   code's percentile rule on distinct magnitudes, robust to ties.
-- ``rewind="global"`` restarts from the received global sub-model instead of theta_0: what the
-  reference code did until 2022-11-16, when theta_0 aliased the live global state (B2), so
-  possibly what produced the published numbers; the paper's text and the fixed code rewind
-  to theta_0 (``rewind="init"``, the default).
+- ``rewind="global"`` (the default) restarts from the received global sub-model instead of
+  theta_0: what the reference code did until 2022-11-16, when theta_0 aliased the live global
+  state (B2), so possibly what produced the published numbers. The paper's text and the fixed
+  code rewind to theta_0 (``rewind="init"``): every prune then throws away the federation's
+  progress and restarts 10 SGD steps from theta_0, which costs accuracy under every protocol
+  (benchmarks/lotteryfl.py, README), so it stays as the paper's variant, not the default.
 - The stop rule is the code's (prune while r_k > target, so target 0.1 ends at 0.8^11 = 0.0859,
   B7). BatchNorm tensors (absent from the paper's models) rewind with the biases.
-- Reported accuracy is the current (not best-ever, B6) accuracy of each client's sub-model on its
-  whole local test split, averaged over clients.
+- Accuracy is reported under every protocol of ``fedticket.protocols``; the code's best-ever
+  metric (B6) is the ``reference`` one, without its double counting of trained clients.
 """
 
 from __future__ import annotations

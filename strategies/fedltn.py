@@ -23,8 +23,8 @@ section could not be read.
 
 Other open choices (spec section 4), and ours: the momentum covers every aggregated tensor
 (masked weights and biases); joiners keep a fresh BatchNorm (the server holds none); there is no
-fine-tuning phase; the reported personalised accuracy is each client's model of the last
-evaluated round (global * m_k with its own BN) on its local test split, not the best-ever.
+fine-tuning phase; the ``served`` protocol scores global * m_k with the client's own BN, and
+there is no ``global`` score (the server holds no BN).
 Measured here (benchmarks/fedltn.py, README): the ``cohort`` reading hurts label-skewed
 joiners, since they all start from one ticket and their masks stay close, so the keeper mean
 averages them like FedAvg; ``local`` keeps the tickets personal and halves the rounds.

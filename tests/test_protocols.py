@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pandas as pd
 import pytest
 from flwr.app import RecordDict
 
@@ -137,8 +138,6 @@ def test_global_evaluator_scores_whole_models_and_nan_for_partial_ones() -> None
 
 
 def test_run_summary_reports_final_and_last_k_and_seeds_mean_std() -> None:
-    import pandas as pd
-
     rounds = pd.DataFrame(
         {
             "round": [1, 2, 3, 4, 5],
@@ -156,3 +155,57 @@ def test_run_summary_reports_final_and_last_k_and_seeds_mean_std() -> None:
     assert seeds["acc_mean"].tolist() == pytest.approx([0.6, 0.9])
     assert seeds["acc_std"].iloc[0] == pytest.approx(np.std([0.5, 0.7], ddof=1))
     assert math.isnan(seeds["acc_std"].iloc[1]) and seeds["seeds"].tolist() == [2, 1]
+
+
+def test_reproduction_tables_name_the_papers_protocol_and_give_every_protocol() -> None:
+    from benchmarks.common import protocol_tables
+
+    rows = []
+    for variant, base in (("FedAvg", 0.5), ("LotteryFL", 0.6)):
+        for seed, shift in ((1, 0.0), (2, 0.1)):
+            row = {"variant": variant, "seed": seed, "message_MB": 10.0 + seed}
+            for k, protocol in enumerate(("served", "local", "global", "reference")):
+                value = base + shift + k / 100
+                row |= {f"{protocol}_last3": value, f"{protocol}_final": value + 0.01}
+            rows.append(row | {"served_client_std": 0.2, "final_density": 1.0})
+    paper = {"FedAvg": "global", "LotteryFL": "reference"}
+    table_a, table_b = protocol_tables(pd.DataFrame(rows), paper)
+    assert table_a["paper's protocol"].tolist() == ["global", "reference"]
+    spread = np.std([0.0, 0.1], ddof=1)
+    assert table_a.iloc[0, 2] == f"{0.57:.3f} ± {spread:.3f}"  # FedAvg global: 0.52, 0.62
+    assert table_a.iloc[1, 2] == f"{0.68:.3f} ± {spread:.3f}"  # LotteryFL reference
+    assert table_b.loc[1, "served"] == f"{0.65:.3f} ± {spread:.3f}"
+    assert table_b["seeds"].tolist() == [2, 2]
+
+
+@pytest.mark.parametrize(
+    ("algorithm", "extra", "has_global"),
+    [
+        ("fedavg", {}, True),
+        ("lotteryfl", {}, True),
+        ("fedltn", {"model": "mnist-cnn-bn"}, False),  # BatchNorm never reaches the server
+        ("flash", {"init-epochs": 1, "density": 0.2}, True),
+    ],
+)
+def test_every_algorithm_reports_every_protocol_through_its_real_round_loop(
+    tmp_path, flower_task_identity, algorithm: str, extra: dict, has_global: bool
+) -> None:
+    from simulations.server_app import run_federation
+    from tests.loopback import LoopbackGrid, three_client_config
+
+    run_config = three_client_config(tmp_path, algorithm=algorithm, partitioner="shards") | extra
+    run_config |= {"shard-size": 100, "lr": 0.05}
+    strategy = run_federation(LoopbackGrid(3, run_config), RunConfig.from_run_config(run_config))
+    rounds = pd.read_parquet(strategy.run_dir.path / "rounds.parquet")
+    for protocol in ("served", "local", "reference"):
+        assert rounds[f"{protocol}_accuracy"].between(0, 1).all(), protocol
+    assert (rounds["local_clients"] == 3).all() and (rounds["local_age"] == 0).all()
+    assert rounds["global_accuracy"].between(0, 1).all() == has_global
+    assert rounds["global_accuracy"].isna().all() != has_global
+    reference = rounds["reference_accuracy"].to_numpy()
+    assert np.all(np.diff(reference) >= 0)  # a running max (mean of per-client maxima)
+    clients = pd.read_parquet(strategy.run_dir.path / "clients.parquet")
+    evals = clients[clients["phase"] == "evaluate"]
+    assert evals["local_accuracy"].notna().all() and evals["served_accuracy"].notna().all()
+    # local-test=label-pool: each client scores 200 held-out images of its own labels (2 shards)
+    assert (evals["num_examples"] <= 200).all()
