@@ -367,6 +367,12 @@ def partition_shards(
             f"shards partitioner needs {needed} shards ({num_partitions} clients x "
             f"shards-per-client={config.shards_per_client}) but {len(labels)} samples give "
             f"{num_shards} of shard-size={config.shard_size}; lower shard-size or the client count"
+            + (
+                f' (local-test="label-pool" holds {config.test_pool_fraction:.0%} of the data '
+                "set out as the test pool first)"
+                if config.local_test == "label-pool"
+                else ""
+            )
         )
     rng = np.random.default_rng(config.seed)
     free = np.arange(num_shards)

@@ -1,10 +1,13 @@
 """Compare algorithms on identical data and seeds: one command, one table, the figures.
 
 A comparison preset (``simulations/presets/compare/<name>.toml``) names a shared setup
-(``base``: a run preset's file name, or an inline table of run-config keys) and a list of
-``[[runs]]``, each a ``label`` plus the keys it changes. Every run is a normal ``flwr run`` with
+(``base``: a run preset's file name, or an inline table of run-config keys), optionally
+``seeds`` (every run once per seed), and a list of ``[[runs]]``, each a ``label`` plus the keys
+it changes. Every run is a normal ``flwr run`` with
 its own run directory; a run whose directory already holds all its rounds (same config hash) is
-reused, not repeated. The table (CSV and Markdown) and the figures (``fedticket.plots``) go to
+reused, not repeated. The per-run table (``comparison.csv``: every protocol's final value, mean of
+the last 3 evaluations and std over clients), the same as mean +- std over seeds
+(``comparison_seeds.csv``), both also as Markdown, and the figures (``fedticket.plots``) go to
 ``<output-root>/comparisons/<name>/``.
 
 Usage::
@@ -29,8 +32,9 @@ from tqdm import tqdm
 
 from fedticket.config import ConfigError, RunConfig
 from fedticket.plots import draw_all
+from fedticket.protocols import PROTOCOLS
 from fedticket.results import load_run, markdown_table, read_table, resolve_output_root
-from fedticket.summaries import run_summary
+from fedticket.summaries import LAST_K, over_seeds, run_summary, seeds_table
 from simulations.launcher import PROJECT_DIR, launch
 
 PRESETS = PROJECT_DIR / "simulations" / "presets"
@@ -43,9 +47,10 @@ class CompareError(ValueError):
 
 @dataclass(frozen=True)
 class PlannedRun:
-    label: str
+    label: str  # unique: the run's label, plus its seed when the preset lists several
     config: dict[str, Any]
     run_dir: Path
+    group: str = ""  # the preset's [[runs]] label (the same for every seed)
 
     @property
     def complete(self) -> bool:
@@ -73,19 +78,25 @@ def load_preset(name: str, output_root: str = "") -> tuple[str, list[PlannedRun]
     labels = [r.get("label", "") for r in runs]
     if "" in labels or len(set(labels)) != len(labels):
         raise CompareError(f"{path}: every [[runs]] needs its own non-empty label, got {labels}")
+    seeds = spec.get("seeds", [None])
+    if not seeds or not all(s is None or (isinstance(s, int) and s >= 0) for s in seeds):
+        raise CompareError(f"{path}: seeds must be a non-empty list of integers >= 0, got {seeds}")
     planned = []
-    for run in runs:
-        config = dict(base) | {k: v for k, v in run.items() if k != "label"}
-        if output_root:
-            config["output-root"] = output_root
-        try:
-            resolved = RunConfig.from_run_config(config)
-        except ConfigError as exc:
-            raise CompareError(f"{path}, run {run['label']!r}: {exc}") from None
-        root = resolve_output_root(resolved.output_root)
-        config = resolved.to_dict() | {"output-root": str(root)}
-        run_dir = root / resolved.algorithm / resolved.config_hash()
-        planned.append(PlannedRun(run["label"], config, run_dir))
+    for seed in seeds:
+        for run in runs:
+            config = dict(base) | {k: v for k, v in run.items() if k != "label"}
+            config |= {"seed": seed} if seed is not None else {}
+            if output_root:
+                config["output-root"] = output_root
+            try:
+                resolved = RunConfig.from_run_config(config)
+            except ConfigError as exc:
+                raise CompareError(f"{path}, run {run['label']!r}: {exc}") from None
+            root = resolve_output_root(resolved.output_root)
+            config = resolved.to_dict() | {"output-root": str(root)}
+            run_dir = root / resolved.algorithm / resolved.config_hash()
+            label = run["label"] if len(seeds) == 1 else f"{run['label']} seed={seed}"
+            planned.append(PlannedRun(label, config, run_dir, run["label"]))
     return path.stem, planned
 
 
@@ -147,7 +158,9 @@ def compare(
                 )
         runs[plan.label] = load_run(plan.run_dir)
         rows.append(
-            summarise(plan.label, runs[plan.label], reused) | {"run_dir": str(plan.run_dir)}
+            {"group": plan.group}
+            | summarise(plan.label, runs[plan.label], reused)
+            | {"seed": plan.config["seed"], "run_dir": str(plan.run_dir)}
         )
     table = pd.DataFrame(rows)
     target = (
@@ -159,8 +172,22 @@ def compare(
     target.mkdir(parents=True, exist_ok=True)
     table.to_csv(target / "comparison.csv", index=False)
     (target / "comparison.md").write_text(markdown_table(table.drop(columns=["run_dir"])))
+    seeds = seeds_summary(table)
+    seeds.to_csv(target / "comparison_seeds.csv", index=False)
+    (target / "comparison_seeds.md").write_text(markdown_table(seeds))
     draw_all(runs, target / "plots")
     return table, target
+
+
+def seeds_summary(table: pd.DataFrame) -> pd.DataFrame:
+    """Each [[runs]] entry as mean +- std over its seeds: every protocol's mean of the last
+    ``LAST_K`` evaluations and its std over clients, density and bytes."""
+    numeric = table.drop(columns=["run", "run_dir", "reused"])
+    summary = over_seeds(numeric, ["group", "algorithm"])
+    k = f"last{LAST_K}"
+    columns = [f"{p}_{k}" for p in PROTOCOLS] + [f"{p}_client_std" for p in ("served", "local")]
+    shown = seeds_table(summary, ["group", "algorithm"], [*columns, "final_density", "MB_total"])
+    return shown.rename(columns={"group": "run"})
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -174,8 +201,7 @@ def main(argv: list[str] | None = None) -> int:
     except CompareError as exc:
         print(f"fedticket compare: {exc}", file=sys.stderr)
         return 2
-    shown = table.drop(columns=["run_dir"])
-    print(shown.to_string(index=False, float_format=lambda x: f"{x:.4g}"))
+    print(seeds_summary(table).to_string(index=False))
     print(f"comparison: {target}")
     return 0
 

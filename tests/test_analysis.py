@@ -148,10 +148,15 @@ def test_compare_runs_each_config_once_and_writes_table_and_figures(tmp_path) ->
     from simulations.compare import compare
 
     table, target = compare("smoke", output_root=str(tmp_path / "runs"), progress=False)
-    assert table["run"].tolist() == ["FedAvg", "LotteryFL"] and not table["reused"].any()
-    assert (table["rounds"] == 2).all()
+    labels = ["FedAvg seed=1", "LotteryFL seed=1", "FedAvg seed=2", "LotteryFL seed=2"]
+    assert table["run"].tolist() == labels and not table["reused"].any()
+    assert table["seed"].tolist() == [1, 1, 2, 2] and (table["rounds"] == 2).all()
     assert table.loc[1, "MB_total"] < table.loc[0, "MB_total"]  # LotteryFL pruned in round 1
     assert (target / "comparison.csv").exists() and (target / "comparison.md").exists()
+    seeds = pd.read_csv(target / "comparison_seeds.csv")
+    assert seeds["run"].tolist() == ["FedAvg", "LotteryFL"] and (seeds["seeds"] == 2).all()
+    fedavg = table[table["group"] == "FedAvg"]["served_last3"]
+    assert seeds.loc[0, "served_last3"].startswith(f"{fedavg.mean():.3f} ± ")
     assert {p.name for p in (target / "plots").iterdir()} >= {
         "accuracy_vs_bytes.png",
         "mask_overlap.png",
