@@ -20,29 +20,44 @@ LAST_K = 3
 
 
 def run_summary(rounds: pd.DataFrame, k: int = LAST_K) -> dict[str, float]:
-    """Per protocol: ``<p>_final`` (last evaluated round), ``<p>_last<k>`` (mean of the last
-    ``k`` evaluated rounds) and ``<p>_client_std`` (std over clients at the final round; NaN
-    for ``global``, a single server-side score)."""
+    """Per protocol, over the rounds where that protocol has a value: ``<p>_final`` (the last
+    one), ``<p>_last<k>`` (mean of the last ``k``) and ``<p>_client_std`` (std over clients at
+    that final round; NaN for ``global``, a single server-side score). ``local_clients_final``
+    counts the clients behind the final ``local`` mean (clients that never trained have none)."""
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
-    evaluated = rounds.dropna(subset=["served_accuracy"]).sort_values("round")
-    summary: dict[str, float] = {"evaluations": float(len(evaluated))}
+    ordered = rounds.sort_values("round")
+    summary: dict[str, float] = {
+        "evaluations": float(ordered["served_accuracy"].notna().sum())
+        if "served_accuracy" in ordered
+        else 0.0
+    }
     for protocol in PROTOCOLS:
         column = f"{protocol}_accuracy"
-        values = evaluated[column] if column in evaluated else pd.Series(dtype=float)
-        spread = evaluated.get(f"{column}_std", pd.Series(math.nan, index=evaluated.index))
+        scored = ordered.dropna(subset=[column]) if column in ordered else ordered.iloc[:0]
+        values = scored[column] if len(scored) else pd.Series(dtype=float)
+        spread = scored.get(f"{column}_std")
         summary |= {
             f"{protocol}_final": float(values.iloc[-1]) if len(values) else math.nan,
             f"{protocol}_last{k}": float(values.tail(k).mean()) if len(values) else math.nan,
-            f"{protocol}_client_std": float(spread.iloc[-1]) if len(spread) else math.nan,
+            f"{protocol}_client_std": float(spread.iloc[-1])
+            if spread is not None and len(spread)
+            else math.nan,
         }
+    local = ordered.dropna(subset=["local_accuracy"]) if "local_accuracy" in ordered else None
+    summary["local_clients_final"] = (
+        float(local["local_clients"].iloc[-1])
+        if local is not None and len(local) and "local_clients" in local
+        else math.nan
+    )
     return summary
 
 
 def over_seeds(table: pd.DataFrame, by: Iterable[str], seed: str = "seed") -> pd.DataFrame:
     """Mean and std over seeds of every numeric column, one row per ``by`` group (in the
     table's own order), with ``seeds`` counting the runs. Columns become ``<c>_mean`` and
-    ``<c>_std`` (sample std, ddof=1; NaN with one seed)."""
+    ``<c>_std`` (sample std, ddof=1; NaN with one seed). A group where some seed has no value
+    gets NaN, not the mean of the others under the full seed count."""
     by = list(by)
     numeric = [
         c
@@ -50,9 +65,10 @@ def over_seeds(table: pd.DataFrame, by: Iterable[str], seed: str = "seed") -> pd
         if c not in by and c != seed and pd.api.types.is_numeric_dtype(table[c])
     ]
     grouped = table.groupby(by, sort=False)[numeric]
-    means = grouped.mean().add_suffix("_mean")
-    stds = grouped.std(ddof=1).add_suffix("_std")
     counts = table.groupby(by, sort=False).size().rename("seeds")
+    complete = grouped.count().eq(counts, axis=0)
+    means = grouped.mean().where(complete).add_suffix("_mean")
+    stds = grouped.std(ddof=1).where(complete).add_suffix("_std")
     ordered = [f"{c}_{s}" for c in numeric for s in ("mean", "std")]
     return pd.concat([means, stds], axis=1)[ordered].join(counts).reset_index()
 

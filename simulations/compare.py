@@ -79,8 +79,15 @@ def load_preset(name: str, output_root: str = "") -> tuple[str, list[PlannedRun]
     if "" in labels or len(set(labels)) != len(labels):
         raise CompareError(f"{path}: every [[runs]] needs its own non-empty label, got {labels}")
     seeds = spec.get("seeds", [None])
-    if not seeds or not all(s is None or (isinstance(s, int) and s >= 0) for s in seeds):
-        raise CompareError(f"{path}: seeds must be a non-empty list of integers >= 0, got {seeds}")
+    valid = all(
+        s is None or (isinstance(s, int) and not isinstance(s, bool) and s >= 0) for s in seeds
+    )
+    if not seeds or not valid or len(set(seeds)) != len(seeds):
+        raise CompareError(
+            f"{path}: seeds must be a non-empty list of distinct integers >= 0, got {seeds}"
+        )
+    if "seeds" in spec and any("seed" in run for run in runs):
+        raise CompareError(f"{path}: with seeds = [...] a [[runs]] entry cannot set its own seed")
     planned = []
     for seed in seeds:
         for run in runs:

@@ -48,7 +48,7 @@ from fedticket.flower_io import (
 )
 from fedticket.ledger import CommLedger
 from fedticket.masks import mask_digest
-from fedticket.protocols import PROTOCOLS
+from fedticket.protocols import PROTOCOLS, running_best
 from fedticket.results import RunDirectory
 from fedticket.train import EvalStats
 from strategies.reporting import (
@@ -190,6 +190,7 @@ class SparseStrategy(Strategy):
         self.checkpoint_round = 0  # the last round a checkpoint holds
         #: scores the ``global`` protocol; set by the ServerApp once it knows the partitions
         self.global_evaluator: GlobalEvaluator | None = None
+        self.reference_best: dict[int, float] = {}  # partition id -> best-ever reported
 
     # ------------------------------------------------------------------ algorithm steps
     def client_masks(self, server_round: int, node: NodeInfo) -> Masks | None:
@@ -571,6 +572,7 @@ class SparseStrategy(Strategy):
             node, m = sent.node, dict(reply.content["metrics"])
             assert node is not None
             self.held[node.partition_id] = sent.digest
+            m["reference-accuracy"] = self.keep_reference_best(node.partition_id, m)
             self.client_rows.append(
                 {
                     "round": server_round,
@@ -591,6 +593,7 @@ class SparseStrategy(Strategy):
                 }
             )
         self._record_failures(server_round, "evaluate", outcome)
+        started_global = time.perf_counter()
         global_stats = (
             self.evaluate_global()
             if self.is_evaluation_round(server_round)
@@ -600,7 +603,8 @@ class SparseStrategy(Strategy):
         summary = (
             round_summary(server_round, self.client_rows, self.ledger, now - self._round_started)
             | {"global_accuracy": global_stats.accuracy, "global_loss": global_stats.loss}
-            | {"seconds_clients": self._waiting, "finished_s": now - self._run_started}
+            | {"seconds_clients": self._waiting, "seconds_global": now - started_global}
+            | {"finished_s": now - self._run_started}
             | self.round_extras(server_round)
         )
         self.round_rows.append(summary)
@@ -610,6 +614,15 @@ class SparseStrategy(Strategy):
         return MetricRecord(
             {k.replace("_", "-"): summary[k] for k in headline if not math.isnan(summary[k])}
         )
+
+    def keep_reference_best(self, partition_id: int, metrics: Mapping[str, float]) -> float:
+        """The ``reference`` protocol's best-ever for a client, kept here too: a client whose
+        state was lost (a restarted SuperNode, a resume with in-memory client state) restarts
+        its own running maximum, the server's copy (checkpointed) carries it on."""
+        reported = float(metrics.get("reference-accuracy", math.nan))
+        best = running_best(self.reference_best.get(partition_id, math.nan), reported)
+        self.reference_best[partition_id] = best
+        return best
 
     def is_evaluation_round(self, server_round: int) -> bool:
         """Every ``evaluate-every`` rounds and after the last."""
@@ -706,6 +719,7 @@ class SparseStrategy(Strategy):
             "algorithm": self.name,
             "held": {str(k): v for k, v in self.held.items()},
             "rng": self.rng.bit_generator.state,
+            "reference-best": {str(k): v for k, v in self.reference_best.items()},
             "extra": extra_meta,
         }
         write_archive(self.checkpoint_path, arrays, meta)
@@ -718,6 +732,7 @@ class SparseStrategy(Strategy):
         self.masks = masks_from_arrays("masks", arrays)
         self.held = {int(k): str(v) for k, v in meta["held"].items()}
         self.rng.bit_generator.state = meta["rng"]
+        self.reference_best = {int(k): float(v) for k, v in meta.get("reference-best", {}).items()}
         self.restore_extra(split_prefix(arrays, "extra"), meta["extra"])
         self.round_rows, self.client_rows, self.ledger = restore_tables(self.run_dir, done)
         self.checkpoint_round = done

@@ -52,7 +52,14 @@ CLIENT_PROTOCOLS = ("served", "local", "reference")
 _TEXT = {"phase", "device_class", "status", "reason"}
 #: columns that measure time, so differ between two otherwise identical runs
 WALL_CLOCK_COLUMNS = frozenset(
-    {"seconds", "seconds_clients", "finished_s", "train_seconds", "client_seconds"}
+    {
+        "seconds",
+        "seconds_clients",
+        "seconds_global",
+        "finished_s",
+        "train_seconds",
+        "client_seconds",
+    }
 )
 _INTS = {"round": "int64", "node_id": "uint64", "partition_id": "int64"}
 

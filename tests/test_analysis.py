@@ -163,3 +163,31 @@ def test_compare_runs_each_config_once_and_writes_table_and_figures(tmp_path) ->
     }
     again, _ = compare("smoke", output_root=str(tmp_path / "runs"), progress=False)
     assert again["reused"].all()  # same config hash: nothing re-run
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ('seeds = [1, 1]\n[[runs]]\nlabel = "a"\n', "distinct integers"),
+        ('seeds = []\n[[runs]]\nlabel = "a"\n', "non-empty list"),
+        ('seeds = [1, 2]\n[[runs]]\nlabel = "a"\nseed = 3\n', "cannot set its own seed"),
+    ],
+)
+def test_compare_preset_seeds_are_checked(tmp_path, body: str, message: str) -> None:
+    from simulations.compare import CompareError, load_preset
+
+    (tmp_path / "bad.toml").write_text(body)
+    with pytest.raises(CompareError, match=message):
+        load_preset(str(tmp_path / "bad.toml"))
+
+
+def test_compare_preset_with_seeds_plans_each_run_once_per_seed(tmp_path) -> None:
+    from simulations.compare import load_preset
+
+    (tmp_path / "two.toml").write_text('seeds = [4, 9]\n[[runs]]\nlabel = "a"\n')
+    _name, planned = load_preset(str(tmp_path / "two.toml"), str(tmp_path / "runs"))
+    assert [(p.label, p.group, p.config["seed"]) for p in planned] == [
+        ("a seed=4", "a", 4),
+        ("a seed=9", "a", 9),
+    ]
+    assert planned[0].run_dir != planned[1].run_dir

@@ -150,11 +150,21 @@ def test_run_summary_reports_final_and_last_k_and_seeds_mean_std() -> None:
     assert summary["served_final"] == 0.7 and summary["served_last3"] == pytest.approx(0.6)
     assert summary["global_last3"] == pytest.approx(0.4) and summary["served_client_std"] == 0.2
     assert math.isnan(summary["local_final"])  # a table without the column
-    table = pd.DataFrame({"algo": ["a", "a", "b"], "seed": [1, 2, 1], "acc": [0.5, 0.7, 0.9]})
+    # a protocol scored in a round without served scores (every evaluate reply failed) counts
+    only_global = rounds.assign(served_accuracy=np.nan)
+    assert run_summary(only_global)["global_final"] == 0.6
+    table = pd.DataFrame(
+        {
+            "algo": ["a", "a", "b", "c", "c"],
+            "seed": [1, 2, 1, 1, 2],
+            "acc": [0.5, 0.7, 0.9, 0.5, np.nan],
+        }
+    )
     seeds = over_seeds(table, ["algo"])
-    assert seeds["acc_mean"].tolist() == pytest.approx([0.6, 0.9])
+    assert seeds["acc_mean"].iloc[:2].tolist() == pytest.approx([0.6, 0.9])
     assert seeds["acc_std"].iloc[0] == pytest.approx(np.std([0.5, 0.7], ddof=1))
-    assert math.isnan(seeds["acc_std"].iloc[1]) and seeds["seeds"].tolist() == [2, 1]
+    assert math.isnan(seeds["acc_std"].iloc[1]) and seeds["seeds"].tolist() == [2, 1, 2]
+    assert math.isnan(seeds["acc_mean"].iloc[2])  # one of its 2 seeds has no value: not 0.5
 
 
 def test_reproduction_tables_name_the_papers_protocol_and_give_every_protocol() -> None:
@@ -209,3 +219,21 @@ def test_every_algorithm_reports_every_protocol_through_its_real_round_loop(
     assert evals["local_accuracy"].notna().all() and evals["served_accuracy"].notna().all()
     # local-test=label-pool: each client scores 200 held-out images of its own labels (2 shards)
     assert (evals["num_examples"] <= 200).all()
+
+
+def test_the_server_carries_a_clients_best_ever_over_a_lost_client_state(tmp_path) -> None:
+    from fedticket.checkpoint import load_checkpoint
+    from fedticket.results import RunDirectory
+    from strategies.fedavg import FedAvg
+
+    config = RunConfig.from_run_config({"output-root": str(tmp_path)})
+    template = state_arrays(build_model(config.model, (1, 28, 28), 10, seed=config.seed))
+    strategy = FedAvg(config, template, RunDirectory(tmp_path, "fedavg", "x"))
+    # the client's own running max restarts at 0.5 after its state is lost; the table keeps 0.9
+    reported = [0.7, 0.9, 0.5, math.nan, 0.95]
+    kept = [strategy.keep_reference_best(3, {"reference-accuracy": r}) for r in reported]
+    assert kept == [0.7, 0.9, 0.9, 0.9, 0.95]
+    assert math.isnan(strategy.keep_reference_best(4, {}))
+    strategy.save_checkpoint(1, template)  # restore() reads it back (tests/test_reliability.py)
+    _arrays, meta = load_checkpoint(strategy.checkpoint_path, config.config_hash())
+    assert meta["reference-best"]["3"] == 0.95 and math.isnan(meta["reference-best"]["4"])
