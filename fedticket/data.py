@@ -21,7 +21,7 @@ import functools
 import gzip
 import hashlib
 import importlib.resources
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -464,19 +464,38 @@ def split_train_test(
     return shuffled[n_test:], shuffled[:n_test]
 
 
-def label_quotas(train_labels: np.ndarray, size: int) -> dict[int, int]:
+def label_quotas(
+    train_labels: np.ndarray, size: int, available: Mapping[int, int] | None = None
+) -> dict[int, int]:
     """How many test images of each label a client of ``train_labels`` gets: ``size`` split in
     proportion to its label counts, largest remainders first (ties to the smaller label), so
-    the quotas sum to ``size`` exactly."""
+    the quotas sum to the total exactly. With ``available`` (images per label in the pool) the
+    total shrinks to the largest one whose quotas all fit, so the proportions hold even where
+    the pool runs short (a client of 90 % one label gets fewer images, not a flatter mix)."""
     classes, counts = np.unique(train_labels, return_counts=True)
+    if available is not None:  # a label the pool lacks cannot be tested: leave it out
+        keep = np.array([available.get(int(c), 0) > 0 for c in classes], dtype=bool)
+        classes, counts = classes[keep], counts[keep]
     if len(classes) == 0:
         return {}
-    exact = size * counts / counts.sum()
-    quotas = np.floor(exact).astype(int)
-    order = sorted(range(len(classes)), key=lambda i: (-(exact[i] - quotas[i]), classes[i]))
-    for i in order[: size - int(quotas.sum())]:
-        quotas[i] += 1
-    return {int(c): int(q) for c, q in zip(classes, quotas, strict=True)}
+    total = size
+    if available is not None:
+        fits = [
+            available.get(int(c), 0) * counts.sum() / n
+            for c, n in zip(classes, counts, strict=True)
+        ]
+        total = min(size, int(np.ceil(min(fits))))
+    while True:
+        exact = total * counts / counts.sum()
+        quotas = np.floor(exact).astype(int)
+        order = sorted(range(len(classes)), key=lambda i: (-(exact[i] - quotas[i]), classes[i]))
+        for i in order[: total - int(quotas.sum())]:
+            quotas[i] += 1
+        if available is None or all(
+            q <= available.get(int(c), 0) for c, q in zip(classes, quotas, strict=True)
+        ):
+            return {int(c): int(q) for c, q in zip(classes, quotas, strict=True)}
+        total -= 1
 
 
 def label_pool_test(
@@ -489,13 +508,16 @@ def label_pool_test(
 ) -> np.ndarray:
     """A client's local test set drawn from the held-out ``test_pool`` with the client's own
     label distribution (LotteryFL's label blocks of the global test set, made proportional):
-    ``label_quotas`` images per label, without replacement, fewer where the pool runs out.
-    Clients with the same labels share test images, as in LotteryFL."""
+    ``label_quotas`` images per label, without replacement, fewer in all where the pool runs
+    short of one label. Clients with the same labels share test images, as in LotteryFL."""
     rng = np.random.default_rng([seed, partition_id, 0x7E57])
+    pool_labels = labels[test_pool]
+    pool_classes, pool_counts = np.unique(pool_labels, return_counts=True)
+    available = dict(zip(pool_classes.tolist(), pool_counts.tolist(), strict=True))
     chosen = []
-    for label, quota in label_quotas(train_labels, size).items():
-        candidates = test_pool[labels[test_pool] == label]
-        chosen.append(rng.choice(candidates, size=min(quota, len(candidates)), replace=False))
+    for label, quota in label_quotas(train_labels, size, available).items():
+        candidates = test_pool[pool_labels == label]
+        chosen.append(rng.choice(candidates, size=quota, replace=False))
     return np.sort(np.concatenate(chosen)) if chosen else test_pool[:0]
 
 

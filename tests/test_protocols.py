@@ -37,6 +37,9 @@ def test_label_quotas_split_the_size_in_label_proportion_exactly() -> None:
     assert label_quotas(np.array([4, 7, 9] * 5), 200) == {4: 67, 7: 67, 9: 66}
     assert label_quotas(np.array([3] * 40), 80) == {3: 80}
     assert label_quotas(np.array([], dtype=np.int64), 80) == {}
+    # 90 % one label, 100 of each in the pool: 111 images (100 + 11), not 100 + 20
+    assert label_quotas(np.array([0] * 90 + [1] * 10), 200, {0: 100, 1: 100}) == {0: 100, 1: 11}
+    assert label_quotas(np.array([0, 0, 5]), 30, {0: 50}) == {0: 30}  # the pool lacks label 5
 
 
 def test_test_pool_is_a_stratified_share_of_every_class_and_no_client_trains_on_it() -> None:
@@ -62,9 +65,12 @@ def test_label_pool_tests_hold_only_the_clients_labels_and_none_of_its_images() 
         assert set(labels[test]) <= set(labels[own])
         assert len(np.intersect1d(test, everyone)) == 0
         counts = dict(zip(*np.unique(labels[test], return_counts=True), strict=True))
-        # the pool holds 100 of each class: a client of one class gets all 100, not 150
-        expected = {c: min(q, 100) for c, q in label_quotas(labels[own], 150).items()}
-        assert counts == expected
+        # the pool holds 100 of each class: where a label would need more, every quota shrinks
+        expected = label_quotas(labels[own], 150, dict.fromkeys(range(10), 100))
+        assert counts == expected and max(expected.values()) <= 100
+        shares = np.bincount(labels[own], minlength=10) / len(own)
+        got = np.bincount(labels[test], minlength=10) / len(test)
+        assert np.abs(shares - got).max() <= 1.5 / len(test) + 1e-9  # proportions kept
         data = client_data(config, pid, 10)
         assert len(data.y_test) == sum(expected.values())
         assert len(data.y_train) + len(data.y_val) == 200
