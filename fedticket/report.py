@@ -46,10 +46,11 @@ def summary(run: Mapping[str, Any], path: Path) -> str:
         lines.append(f"round {int(last['round'])}  accuracy per protocol (mean over clients):")
         for protocol, meaning in PROTOCOLS.items():
             spread = last.get(f"{protocol}_accuracy_std", math.nan)
+            where = "server-side" if protocol == "global" else f"std over clients {spread:.4f}"
             lines.append(
                 f"  {protocol:<9} {last[f'{protocol}_accuracy']:.4f} "
                 f"(last {LAST_K} evaluations {summary_k[f'{protocol}_last{LAST_K}']:.4f}, "
-                f"std over clients {spread:.4f}): {meaning}"
+                f"{where}): {meaning}"
             )
     density = rounds["mean_density"].dropna()
     if len(density):
