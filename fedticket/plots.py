@@ -149,8 +149,12 @@ def mask_overlap(runs: Runs, path: str | Path) -> Path | None:
     if not with_masks:
         return None
     n = len(with_masks)
-    fig, axes = _subplots((4.4 * n, 3.8), 1, n, squeeze=False)
-    for ax, (label, run) in zip(axes.flat, with_masks.items(), strict=True):
+    cols = min(n, 5)  # wrap: a comparison over seeds has many runs
+    rows = math.ceil(n / cols)
+    fig, axes = _subplots((4.4 * cols, 3.8 * rows), rows, cols, squeeze=False)
+    for ax in axes.flat[n:]:
+        ax.set_axis_off()
+    for ax, (label, run) in zip(axes.flat, with_masks.items(), strict=False):
         masks = masks_from_frame(run["masks"])
         pids = sorted(masks)
         matrix = pairwise_jaccard([masks[p] for p in pids])
