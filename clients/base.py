@@ -176,7 +176,7 @@ class FederatedClient:
     def evaluate(
         self, server_round: int, arrays: dict[str, np.ndarray], masks: Masks | None
     ) -> dict[str, float]:
-        """The client-side protocols (``fedticket.evaluation``): the served model and the
+        """The client-side protocols (``fedticket.protocols``): the served model and the
         client's own latest trained model on its whole local test set, and the reference
         best-ever score updated with the served model on a random 80-image sample."""
         served = self.score(arrays)
@@ -204,24 +204,21 @@ class FederatedClient:
         self.state.save_counters(book, "protocols")
         self.update_reference(server_round, arrays, purpose=2)
 
-    def score(self, arrays: Mapping[str, np.ndarray]) -> EvalStats:
+    def score(self, arrays: Mapping[str, np.ndarray], pick: np.ndarray | None = None) -> EvalStats:
+        """``arrays`` on the local test set (only the ``pick`` indices when given)."""
         load_state_arrays(self.model, arrays)
-        data = self.data
-        return evaluate_model(
-            self.model, data.x_test, data.y_test, batch_size=self.config.eval_batch_size
-        )
+        x, y = self.data.x_test, self.data.y_test
+        if pick is not None:
+            x, y = x[pick], y[pick]
+        return evaluate_model(self.model, x, y, batch_size=self.config.eval_batch_size)
 
     def update_reference(
         self, server_round: int, arrays: Mapping[str, np.ndarray], purpose: int
     ) -> float:
         """Score ``arrays`` on a fresh random ``REFERENCE_IMAGES`` sample of the local test set
         and return the running best-ever (kept in the ``protocols`` record)."""
-        data = self.data
-        pick = reference_sample(len(data.y_test), self.seed_for(server_round, 0x5EF0 + purpose))
-        load_state_arrays(self.model, arrays)
-        stats = evaluate_model(
-            self.model, data.x_test[pick], data.y_test[pick], batch_size=self.config.eval_batch_size
-        )
+        seed = self.seed_for(server_round, 0x5EF0 + purpose)
+        stats = self.score(arrays, reference_sample(len(self.data.y_test), seed))
         book = self.state.counters("protocols")
         best = running_best(float(book.get("reference-best", math.nan)), stats.accuracy)
         self.state.save_counters(book | {"reference-best": best}, "protocols")

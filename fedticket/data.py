@@ -568,6 +568,8 @@ def global_test_indices(config: RunConfig, num_partitions: int) -> np.ndarray:
     """The held-out test set of all classes that the server scores its global model on: the
     test pool (``label-pool``), or every client's local test split pooled (``split``; no image
     of it is trained on)."""
+    if num_partitions < 1:
+        raise DataError(f"num-partitions must be >= 1, got {num_partitions}")
     config = _data_key(config)
     pool = load_pool(config.dataset, config.data_dir, config.download)
     if config.local_test == "label-pool":

@@ -14,6 +14,15 @@ from fedticket.results import RunDirectory, masks_frame
 
 log = logging.getLogger("flwr")  # Flower's handlers print it in `flwr run --stream`
 
+#: what an evaluate reply reports per client (fedticket.protocols; metric keys use dashes)
+CLIENT_PROTOCOL_COLUMNS = (
+    "served_loss",
+    "served_accuracy",
+    "local_loss",
+    "local_accuracy",
+    "local_age",
+    "reference_accuracy",
+)
 CLIENT_COLUMNS = [
     "round",
     "phase",
@@ -27,26 +36,12 @@ CLIENT_COLUMNS = [
     "train_loss",
     "train_seconds",
     "client_seconds",
-    "served_loss",
-    "served_accuracy",
-    "local_loss",
-    "local_accuracy",
-    "local_age",
-    "reference_accuracy",
+    *CLIENT_PROTOCOL_COLUMNS,
     "density",
     "message_bytes_down",
     "message_bytes_up",
     "transfer_seconds",
 ]
-#: what an evaluate reply reports per client (fedticket.evaluation; metric keys use dashes)
-CLIENT_PROTOCOL_COLUMNS = (
-    "served_loss",
-    "served_accuracy",
-    "local_loss",
-    "local_accuracy",
-    "local_age",
-    "reference_accuracy",
-)
 #: protocols scored on the clients, each summarised over clients in the rounds table
 CLIENT_PROTOCOLS = ("served", "local", "reference")
 _TEXT = {"phase", "device_class", "status", "reason"}
