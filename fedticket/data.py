@@ -407,6 +407,14 @@ def split_test_pool(labels: np.ndarray, config: RunConfig) -> tuple[np.ndarray, 
 
 
 @functools.lru_cache(maxsize=4)
+def _pool_split(config: RunConfig) -> tuple[np.ndarray, np.ndarray]:
+    """``split_test_pool`` of the configured pool, once per data config (every client of an
+    actor and the server's global test set reuse it; callers must not change it in place)."""
+    pool = load_pool(config.dataset, config.data_dir, config.download)
+    return split_test_pool(pool.y, config)
+
+
+@functools.lru_cache(maxsize=4)
 def _partitions(
     dataset: str, data_dir: str, download: bool, num_partitions: int, config: RunConfig
 ):
@@ -415,7 +423,7 @@ def _partitions(
         raise DataError(
             f"unknown partitioner '{config.partitioner}'; registered: {', '.join(PARTITIONERS)}"
         )
-    train_pool, _test_pool = split_test_pool(pool.y, config)
+    train_pool, _test_pool = _pool_split(config)
     parts = PARTITIONERS[config.partitioner](pool.y[train_pool], num_partitions, config)
     return [train_pool[part] for part in parts]
 
@@ -539,7 +547,7 @@ def client_indices(
     indices = partition(config, num_partitions)[partition_id]
     if config.local_test == "label-pool":
         train = np.random.default_rng([config.seed, partition_id]).permutation(indices)
-        _train_pool, test_pool = split_test_pool(pool.y, config)
+        _train_pool, test_pool = _pool_split(config)
         test = label_pool_test(
             pool.y, test_pool, pool.y[train], config.local_test_size, config.seed, partition_id
         )
@@ -571,9 +579,8 @@ def global_test_indices(config: RunConfig, num_partitions: int) -> np.ndarray:
     if num_partitions < 1:
         raise DataError(f"num-partitions must be >= 1, got {num_partitions}")
     config = _data_key(config)
-    pool = load_pool(config.dataset, config.data_dir, config.download)
     if config.local_test == "label-pool":
-        return split_test_pool(pool.y, config)[1]
+        return _pool_split(config)[1]
     tests = [client_indices(config, pid, num_partitions)[2] for pid in range(num_partitions)]
     return np.sort(np.concatenate(tests))
 
