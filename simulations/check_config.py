@@ -1,6 +1,10 @@
 """Check a run config before launching: ``flwr run`` itself rejects an unknown key only with
 "[code: 15] Invalid run configuration." and says which key just in the SuperLink's log.
 
+``--run-config`` is parsed by Flower's own parser, so this reads exactly what ``flwr run``
+would; what Flower silently ignores (``lr = 0.1`` with spaces) is shown as a warning. Every
+failure is one line, ``invalid: ...``, and exit status 2.
+
 Usage::
 
     python -m simulations.check_config --run-config 'lr=0.1 algoritm="fedavg"'
@@ -12,10 +16,16 @@ from __future__ import annotations
 
 import argparse
 import sys
-import tomllib
 from pathlib import Path
+from typing import Any
 
-from fedticket.config import ConfigError, RunConfig, describe_keys, parse_run_config_string
+from fedticket.config import (
+    ConfigError,
+    RunConfig,
+    describe_keys,
+    ignored_run_config_text,
+    parse_run_config_args,
+)
 
 
 def _algorithms() -> list[str]:
@@ -25,12 +35,43 @@ def _algorithms() -> list[str]:
     return sorted(set(STRATEGIES) & set(CLIENTS))
 
 
+def read_preset(path: str) -> dict[str, Any]:
+    """A TOML file of run-config keys, read as ``flwr run --run-config FILE`` reads it."""
+    import tomli
+    from flwr.common.config import flatten_dict
+
+    try:
+        return flatten_dict(tomli.loads(Path(path).expanduser().read_text(encoding="utf-8")))
+    except OSError as exc:
+        raise ConfigError(f"preset {path!r}: cannot read it ({exc.strerror or exc})") from None
+    except ValueError as exc:  # not UTF-8, not TOML, or a value Flower does not take
+        raise ConfigError(f"preset {path!r}: {' '.join(str(exc).split())}") from None
+
+
+def _check(preset: str | None, run_config: list[str]) -> RunConfig:
+    for text in run_config:
+        for ignored in ignored_run_config_text(text):
+            print(
+                f"warning: flwr run ignores {ignored!r} in --run-config (entries are key=value "
+                "with no spaces around '=' and a value)",
+                file=sys.stderr,
+            )
+    raw = read_preset(preset) if preset else {}
+    raw |= parse_run_config_args(run_config)
+    return RunConfig.from_run_config(raw, algorithms=_algorithms())
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Validate a fedticket run config.")
     parser.add_argument(
         "preset", nargs="?", help="a TOML file of run-config keys (as for --run-config FILE)"
     )
-    parser.add_argument("--run-config", default="", help="'key=value ...' as passed to flwr run")
+    parser.add_argument(
+        "--run-config",
+        action="append",
+        default=[],
+        help="'key=value ...' as passed to flwr run (repeatable, as there)",
+    )
     parser.add_argument(
         "--list", action="store_true", help="print every key, its default and meaning"
     )
@@ -40,11 +81,16 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{key:24} {default!r:18} {help_text}")
         return 0
     try:
-        raw = tomllib.loads(Path(args.preset).read_text()) if args.preset else {}
-        raw |= parse_run_config_string(args.run_config)
-        config = RunConfig.from_run_config(raw, algorithms=_algorithms())
-    except (ConfigError, tomllib.TOMLDecodeError, OSError) as exc:
+        config = _check(args.preset, args.run_config)
+    except ConfigError as exc:
         print(f"invalid: {exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:  # a checker must answer in one line, even about its own bugs
+        detail = " ".join(str(exc).split())
+        print(
+            f"invalid: unexpected {type(exc).__name__}: {detail} (a bug: report it)",
+            file=sys.stderr,
+        )
         return 2
     print(f"ok: {config.algorithm} config {config.config_hash()}")
     from fedticket.accelerator import DeviceError, resolve_device
