@@ -27,8 +27,11 @@ Buffer layout (all integers little-endian or LEB128 varints)::
     | [KNOWN: crc32 of the receiver's mask bits, 4 B] | crc32 of everything else, 4 B
     | positions | values
 
-Decoding checks every field before it allocates anything a header claims, verifies the
-checksum, and raises ``PayloadError`` naming the tensor and the fault on any bad input.
+Decoding checks every field before it allocates anything a header claims (the entry limit for
+every dimension, the fewest and most position bits each scheme can need, the most a compressed
+stream can inflate), verifies the checksum, insists that every stream ends where the buffer
+does, and raises ``PayloadError`` naming the tensor and the fault on any bad input. Its work and
+memory are O(buffer size + entries), about 17 bytes an entry at most.
 """
 
 from __future__ import annotations
@@ -47,10 +50,29 @@ import numpy as np
 MAGIC = 0xF7
 FORMAT_VERSION = 1
 MAX_NDIM = 8
-DEFAULT_MAX_ENTRIES = 1 << 30  # a header may not make the decoder allocate more than this
+# The most entries a header may claim unless the caller says otherwise (payloads pass each
+# tensor's own size). A decode allocates at most about 17 bytes per entry (float64 values
+# decompressed, the dense float64 output, the mask; positions need less), so 2**23 entries
+# keep any default decode under ~150 MB; the models here have at most ~100k entries a tensor.
+DEFAULT_MAX_ENTRIES = 1 << 23
+# The most a compressed stream inflates, per byte of it: decoding checks a claimed size
+# against it before it decompresses or allocates anything. Deflate codes a 258-byte match in
+# no fewer than 2 bits (1032:1); the encoder's zlib reaches 1028.8:1 on 256 MB of zeros. xz
+# (LZMA2, preset 6) reaches 6,851:1 on 256 MB of zeros (3,692:1 on 1 MB): an LZMA match of at
+# most 273 bytes costs at least 14 binary decisions of at least 0.022 bits each (11-bit
+# probabilities), about 7,090:1, so 10,000:1 leaves a margin.
+MAX_EXPANSION = {"zlib": 1032, "lzma": 10_000}
+LZMA_MEMLIMIT = 1 << 25  # preset 6 decodes with an 8 MiB dictionary; refuse streams needing more
 BLOCK = 64  # ENUM block length: C(64, 32) < 2**61 fits a uint64 rank
 HUFFMAN_MAX_BITS = 14
 DENSITY_LEVELS = 1024  # block-count codes are built for densities quantised to 1/1024
+# decoders work through long streams a piece at a time, so that their intermediates stay small
+_SCAN_BITS = 1 << 16  # Golomb unary bits per window
+_COUNT_CHUNK = 1 << 10  # ENUM block counts per batch of windows
+_RANK_CHUNK = 1 << 12  # ENUM blocks unranked per batch
+_FIELD_CHUNK = 1 << 16  # fixed-width fields gathered per batch
+_INFLATE_PIECE = 1 << 20  # bytes fed to and taken from a decompressor per call
+_MOST_ENTRIES = 1 << 48  # whatever a caller allows: keeps every bit field and sum in 64 bits
 
 
 class PayloadError(ValueError):
@@ -114,6 +136,11 @@ class BufferInfo:
     @property
     def total_bytes(self) -> int:
         return self.header_bytes + self.position_bytes + self.value_bytes
+
+    @property
+    def decoded_dtype(self) -> np.dtype | None:
+        """The dtype decoding yields (half-precision values widen to float32); None: a mask."""
+        return None if self.value_dtype is None else np.dtype(_DECODED_DTYPE[self.value_dtype])
 
 
 # ---------------------------------------------------------------------------- small helpers
@@ -188,42 +215,77 @@ def _bits_varlen(values: np.ndarray, widths: np.ndarray) -> np.ndarray:
     return ((values.astype(np.uint64)[owner] >> shift) & np.uint64(1)).astype(np.uint8)
 
 
-def _values_fixed(bits: np.ndarray, count: int, width: int) -> np.ndarray:
-    if width == 0 or count == 0:
-        return np.zeros(count, np.uint64)
-    shifts = np.arange(width - 1, -1, -1, dtype=np.uint64)
-    return (bits[: count * width].reshape(count, width).astype(np.uint64) << shifts).sum(
-        axis=1, dtype=np.uint64
-    )
+def _gather_fields(padded: np.ndarray, starts: np.ndarray, widths: np.ndarray) -> np.ndarray:
+    """The big-endian bit fields at bit offsets ``starts`` of ``widths`` (0 to 64) bits, read
+    from packed bytes ``padded`` (followed by at least 9 zero bytes), as uint64.
 
-
-def _values_varlen(bits: np.ndarray, widths: np.ndarray) -> np.ndarray:
-    out = np.zeros(len(widths), np.uint64)
-    total = int(widths.sum())
-    if total == 0:
-        return out
-    owner = np.repeat(np.arange(len(widths)), widths)
-    starts = np.cumsum(widths) - widths
-    shift = (widths[owner] - 1 - (np.arange(total) - starts[owner])).astype(np.uint64)
-    contrib = bits[:total].astype(np.uint64) << shift
-    nonzero = widths > 0
-    out[nonzero] = np.add.reduceat(contrib, starts[nonzero])
-    return out
+    Works on bytes, not on unpacked bits: memory is O(fields), whatever their widths."""
+    first = starts >> 3
+    offset = (starts & 7).astype(np.uint64)
+    window = np.zeros(len(starts), np.uint64)
+    for i in range(8):
+        window = (window << np.uint64(8)) | padded[first + i]
+    # shift the field to the top of the word, pulling the following byte's bits in below it
+    window = (window << offset) | (padded[first + 8].astype(np.uint64) >> (np.uint64(8) - offset))
+    shift = np.minimum(64 - widths, 63).astype(np.uint64)
+    return np.where(widths > 0, window >> shift, np.uint64(0))
 
 
 class _BitReader:
     """Sequential view over a position section's bits, with bounds checks."""
 
-    def __init__(self, section: bytes, name: str) -> None:
-        self.bits = np.unpackbits(np.frombuffer(section, np.uint8))
+    def __init__(self, section: bytes | memoryview, name: str) -> None:
+        packed = np.frombuffer(section, np.uint8)
+        self.bits = np.unpackbits(packed)
+        self.padded = np.concatenate([packed, np.zeros(9, np.uint8)])
         self.pos = 0
         self.name = name
 
-    def take(self, count: int, what: str) -> np.ndarray:
-        if count < 0 or self.pos + count > len(self.bits):
+    @property
+    def remaining(self) -> int:
+        return len(self.bits) - self.pos
+
+    def _need(self, count: int, what: str, at: int | None = None) -> None:
+        at = self.pos if at is None else at
+        if count < 0 or at + count > len(self.bits):
             raise PayloadError(f"tensor '{self.name}': position data ends inside the {what}")
-        out = self.bits[self.pos : self.pos + count]
+
+    def take(self, count: int, what: str) -> np.ndarray:
+        out = self.take_at(self.pos, count, what)
         self.pos += count
+        return out
+
+    def take_at(self, at: int, count: int, what: str) -> np.ndarray:
+        """``count`` bits from bit ``at`` (the cursor stays)."""
+        self._need(count, what, at)
+        return self.bits[at : at + count]
+
+    def fields_at(self, at: int, widths: np.ndarray, what: str) -> np.ndarray:
+        """Consecutive fields of ``widths`` bits starting at bit ``at`` (the cursor stays)."""
+        widths = widths.astype(np.int64, copy=False)
+        ends = np.cumsum(widths)
+        self._need(int(ends[-1]) if len(ends) else 0, what, at)
+        return _gather_fields(self.padded, at + ends - widths, widths)
+
+    def fixed_at(self, at: int, count: int, width: int, what: str) -> np.ndarray:
+        """``count`` fields of ``width`` bits from bit ``at`` (the cursor stays), as uint64: a
+        pass per bit column, cheaper than gathering bytes for the narrow fields used here."""
+        self._need(count * width, what, at)
+        out = np.zeros(count, np.uint64)
+        columns = self.bits[at : at + count * width].reshape(count, width)
+        for j in range(width):
+            out <<= np.uint64(1)
+            out |= columns[:, j]
+        return out
+
+    def fixed(self, count: int, width: int, what: str) -> np.ndarray:
+        """``count`` fields of ``width`` bits at the cursor, which moves past them."""
+        self._need(count * width, what)
+        out = np.empty(count, np.uint64)
+        for first in range(0, count, _FIELD_CHUNK):
+            last = min(count, first + _FIELD_CHUNK)
+            out[first:last] = self.fixed_at(self.pos + width * first, last - first, width, what)
+        self.pos += count * width
         return out
 
     def finish(self) -> None:
@@ -269,31 +331,56 @@ def _golomb_encode(gaps: np.ndarray, m: int) -> np.ndarray:
     return np.concatenate([unary, _bits_fixed(high, b), extra.astype(np.uint8)])
 
 
-def _golomb_decode(reader: _BitReader, k: int, m: int, n: int) -> np.ndarray:
-    """Positions of the k coded entries."""
+def _unary_end(reader: _BitReader, k: int, limit: int) -> int:
+    """Bit index just past the k-th zero from the cursor on, searched before ``limit``."""
+    found = 0
+    for at in range(reader.pos, limit, _SCAN_BITS):
+        window = reader.bits[at : min(limit, at + _SCAN_BITS)]
+        zeros = len(window) - int(np.count_nonzero(window))
+        if found + zeros >= k:
+            return at + int(np.flatnonzero(window == 0)[k - found - 1]) + 1
+        found += zeros
+    raise PayloadError(f"tensor '{reader.name}': Golomb stream holds fewer than {k} codes")
+
+
+def _golomb_decode(reader: _BitReader, k: int, m: int, flat: np.ndarray) -> None:
+    """Set the k coded entries of ``flat``.
+
+    The stream is k unary quotients, then k b-bit remainders, then one extra bit per remainder
+    >= u. It is decoded a window of unary bits at a time with a cursor in each part, so the
+    intermediates stay O(window) whatever k is."""
     if k == 0:
-        return np.zeros(0, np.int64)
-    bits = reader.bits[reader.pos :]
-    zeros = np.flatnonzero(bits == 0)
-    if len(zeros) < k:
-        raise PayloadError(f"tensor '{reader.name}': Golomb stream holds fewer than {k} codes")
-    ends = zeros[:k]
-    q = np.diff(ends, prepend=-1) - 1
-    reader.take(int(ends[-1]) + 1, "Golomb unary stream")
+        return
+    n = len(flat)
     b = m.bit_length() - 1
     u = (1 << (b + 1)) - m
-    high = _values_fixed(reader.take(k * b, "Golomb remainders"), k, b).astype(np.int64)
-    needs_extra = high >= u
-    r = high.copy()
-    extra = reader.take(int(needs_extra.sum()), "Golomb extra bits").astype(np.int64)
-    r[needs_extra] = ((high[needs_extra] << 1) | extra) - u
-    gaps = q.astype(np.int64) * m + r
-    positions = np.cumsum(gaps + 1) - 1
-    if positions[-1] >= n:
-        raise PayloadError(
-            f"tensor '{reader.name}': Golomb positions run past the tensor's {n} entries"
-        )
-    return positions
+    unary_end = _unary_end(reader, k, len(reader.bits) - k * b)
+    high_at, extra_at = unary_end, unary_end + k * b
+    code_start, last = reader.pos, -1
+    for at in range(reader.pos, unary_end, _SCAN_BITS):
+        ends = np.flatnonzero(reader.bits[at : min(unary_end, at + _SCAN_BITS)] == 0) + at
+        if len(ends) == 0:  # inside a long quotient: it goes on in the next window
+            continue
+        q = ends - np.concatenate([[code_start], ends[:-1] + 1])
+        code_start = int(ends[-1]) + 1
+        if int(q.max()) > (n - 1) // m:  # a gap past the tensor (and no int64 overflow below)
+            raise PayloadError(
+                f"tensor '{reader.name}': Golomb positions run past the tensor's {n} entries"
+            )
+        high = reader.fixed_at(high_at, len(q), b, "Golomb remainders").astype(np.int64)
+        high_at += len(q) * b
+        big = high >= u
+        extra = reader.take_at(extra_at, int(np.count_nonzero(big)), "Golomb extra bits")
+        extra_at += len(extra)
+        high[big] = ((high[big] << 1) | extra) - u
+        positions = last + np.cumsum(q * m + high + 1)
+        if positions[-1] >= n:
+            raise PayloadError(
+                f"tensor '{reader.name}': Golomb positions run past the tensor's {n} entries"
+            )
+        flat[positions] = True
+        last = int(positions[-1])
+    reader.pos = extra_at
 
 
 # ---------------------------------------------------------------------------- enumerative blocks
@@ -315,12 +402,14 @@ for _length in range(BLOCK + 1):
         _b = _n.bit_length() - 1
         _TB_B[_length, _c] = _b
         _TB_U[_length, _c] = (1 << (_b + 1)) - _n
+_RANK_BITS = _TB_B.astype(np.uint8)  # b of each block, one byte per block when decoding
+RANK_MAX_BITS = int(_TB_B.max()) + 1  # truncated binary: at most b + 1 bits
 
 
-@functools.lru_cache(maxsize=256)
-def _count_code(level: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+@functools.lru_cache(maxsize=DENSITY_LEVELS)  # a few hundred bytes each: every level fits
+def _count_code(level: int) -> tuple[np.ndarray, np.ndarray]:
     """Canonical Huffman code for the number of kept entries in a full 64-block at density
-    level/DENSITY_LEVELS: (lengths, codes, decode-table symbols, decode-table lengths)."""
+    level/DENSITY_LEVELS: (code lengths, codes)."""
     d = level / DENSITY_LEVELS
     log_pmf = [
         math.lgamma(BLOCK + 1)
@@ -358,17 +447,33 @@ def _count_code(level: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndar
         code <<= lengths[s] - previous
         codes[s], previous = code, lengths[s]
         code += 1
-    table_sym = np.zeros(1 << HUFFMAN_MAX_BITS, np.int64)
-    table_len = np.full(1 << HUFFMAN_MAX_BITS, HUFFMAN_MAX_BITS + 1, np.int64)  # unused slots
-    for s in range(BLOCK + 1):
-        lo = codes[s] << (HUFFMAN_MAX_BITS - lengths[s])
-        hi = (codes[s] + 1) << (HUFFMAN_MAX_BITS - lengths[s])
-        table_sym[lo:hi], table_len[lo:hi] = s, lengths[s]
-    return np.array(lengths, np.int64), np.array(codes, np.uint64), table_sym, table_len
+    return np.array(lengths, np.int64), np.array(codes, np.uint64)
 
 
-def _level(kept: int, length: int) -> int:
-    return min(DENSITY_LEVELS - 1, max(1, round(kept / length * DENSITY_LEVELS)))
+@functools.lru_cache(maxsize=256)
+def _count_table(level: int) -> tuple[np.ndarray, np.ndarray]:
+    """Decode table of ``_count_code(level)``: the symbol and the code length of the code that
+    every HUFFMAN_MAX_BITS-bit window starts with (length HUFFMAN_MAX_BITS + 1: no code).
+
+    Canonical codes in (length, symbol) order fill the table from slot 0 without gaps, each
+    symbol 2^(HUFFMAN_MAX_BITS - length) slots. uint8 keeps a table at 32 KB: a hostile run of
+    distinct levels costs a rebuild (tens of microseconds) once this cache is full, not memory."""
+    lengths, _ = _count_code(level)
+    order = np.lexsort((np.arange(BLOCK + 1), lengths))
+    spans = 1 << (HUFFMAN_MAX_BITS - lengths[order])
+    size = 1 << HUFFMAN_MAX_BITS
+    table_sym = np.zeros(size, np.uint8)
+    table_len = np.full(size, HUFFMAN_MAX_BITS + 1, np.uint8)
+    used = int(spans.sum())
+    table_sym[:used] = np.repeat(order, spans)
+    table_len[:used] = np.repeat(lengths[order], spans)
+    return table_sym, table_len
+
+
+def _levels(row_kept: np.ndarray, length: int) -> np.ndarray:
+    """Density level of each row (round half to even, as Python's ``round``)."""
+    level = np.rint(row_kept / length * DENSITY_LEVELS)
+    return np.clip(level, 1, DENSITY_LEVELS - 1).astype(np.int64)
 
 
 @dataclass
@@ -393,7 +498,7 @@ def _layout(num_rows: int, length: int, row_kept: np.ndarray) -> _Segments:
     lengths[-1] = length - BLOCK * (per_row - 1)
     row_of = np.repeat(np.arange(num_rows), per_row)
     degenerate = ((row_kept == 0) | (row_kept == length))[row_of]
-    level = np.array([_level(int(k), length) for k in row_kept.tolist()], np.int64)[row_of]
+    level = _levels(row_kept, length)[row_of]
     coded = np.tile(np.arange(per_row) < per_row - 1, num_rows) & ~degenerate
     zeros = np.zeros(num_rows * per_row, np.int64)
     return _Segments(
@@ -425,7 +530,7 @@ def _enum_bits(seg: _Segments) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     count_len = np.zeros(len(seg.counts), np.int64)
     count_val = np.zeros(len(seg.counts), np.uint64)
     for level in np.unique(seg.level[seg.coded]).tolist():
-        lengths, codes, _, _ = _count_code(level)
+        lengths, codes = _count_code(level)
         here = seg.coded & (seg.level == level)
         count_len[here] = lengths[seg.counts[here]]
         count_val[here] = codes[seg.counts[here]]
@@ -452,73 +557,106 @@ def _enum_encode(rows: np.ndarray, with_row_counts: bool) -> np.ndarray:
     return np.concatenate(parts)
 
 
-def _decode_counts(reader: _BitReader, levels: list[int]) -> list[int]:
-    """Canonical-Huffman block counts, one table lookup per block."""
-    span = reader.bits[reader.pos : reader.pos + len(levels) * HUFFMAN_MAX_BITS]
-    window_bits = np.concatenate([span, np.zeros(HUFFMAN_MAX_BITS, np.uint8)])
-    weights = (1 << np.arange(HUFFMAN_MAX_BITS - 1, -1, -1)).astype(np.int64)
-    # the HUFFMAN_MAX_BITS-bit window starting at every bit position
-    windows = np.lib.stride_tricks.sliding_window_view(window_bits, HUFFMAN_MAX_BITS) @ weights
-    windows = windows.tolist()
-    limit = len(span)
-    tables = {lv: _count_code(lv) for lv in set(levels)}
-    decoded, pos = [], 0
-    for lv in levels:
-        if pos >= limit:
-            raise PayloadError(
-                f"tensor '{reader.name}': position data ends inside the block counts"
-            )
-        table_sym, table_len = tables[lv][2], tables[lv][3]
-        window = windows[pos]
-        length_bits = int(table_len[window])
-        if length_bits > HUFFMAN_MAX_BITS:
-            raise PayloadError(f"tensor '{reader.name}': invalid block-count code")
-        decoded.append(int(table_sym[window]))
-        pos += length_bits
-    reader.take(pos, "block counts")
-    return decoded
+def _windows(span: np.ndarray) -> np.ndarray:
+    """The HUFFMAN_MAX_BITS-bit window starting at every bit of ``span`` (zero past its end)."""
+    padded = np.concatenate([span, np.zeros(HUFFMAN_MAX_BITS, np.uint8)]).astype(np.int16)
+    windows = np.zeros(len(span), np.int16)
+    for k in range(HUFFMAN_MAX_BITS):
+        windows <<= 1
+        windows |= padded[k : k + len(span)]
+    return windows
+
+
+def _decode_counts(reader: _BitReader, row_levels: np.ndarray, per_row: int) -> np.ndarray:
+    """Canonical-Huffman block counts, ``per_row`` per row at the row's level, one table lookup
+    per block, a chunk of blocks at a time: a chunk's codes lie within its first
+    chunk * HUFFMAN_MAX_BITS bits, so its windows never need bits beyond them."""
+    total = len(row_levels) * per_row
+    out = np.empty(total, np.uint8)
+    tables: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+    for start in range(0, total, _COUNT_CHUNK):
+        blocks = np.arange(start, min(total, start + _COUNT_CHUNK))
+        levels = row_levels[blocks // per_row].tolist()
+        span = reader.bits[reader.pos : reader.pos + len(levels) * HUFFMAN_MAX_BITS]
+        windows = _windows(span).tolist()
+        decoded, pos, limit = [], 0, len(span)
+        for lv in levels:
+            if pos >= limit:
+                raise PayloadError(
+                    f"tensor '{reader.name}': position data ends inside the block counts"
+                )
+            table_sym, table_len = tables.get(lv) or tables.setdefault(lv, _count_table(lv))
+            window = windows[pos]
+            length_bits = int(table_len[window])
+            if length_bits > HUFFMAN_MAX_BITS:
+                raise PayloadError(f"tensor '{reader.name}': invalid block-count code")
+            decoded.append(int(table_sym[window]))
+            pos += length_bits
+        reader.take(pos, "block counts")
+        out[start : start + len(levels)] = decoded
+    return out
 
 
 def _enum_decode(
     reader: _BitReader, num_rows: int, length: int, row_kept: np.ndarray
 ) -> np.ndarray:
-    """Decode blocks back to a (rows, length) bool matrix, given each row's kept count."""
-    seg = _layout(num_rows, length, row_kept)
-    block_len, counts, per_row = seg.block_len, seg.counts, len(seg.block_len) // max(num_rows, 1)
-    coded = np.flatnonzero(seg.coded)
-    if len(coded):
-        counts[coded] = _decode_counts(reader, seg.level[coded].tolist())
-    # each segment's last block holds what its other blocks do not
-    last = np.arange(per_row - 1, len(counts), per_row)
-    counts[last] = row_kept - np.add.reduceat(counts, np.arange(0, len(counts), per_row))
-    full_blocks = np.repeat(row_kept == length, per_row)
-    counts[full_blocks] = block_len[full_blocks]
-    if np.any(counts < 0) or np.any(counts > block_len):
+    """Decode the blocks of ``num_rows`` rows of ``length`` entries back to a flat bool mask,
+    given each row's kept count.
+
+    Only rows that are neither empty nor full have blocks to decode; each of them codes
+    per_row - 1 block counts of at least one bit, and a one-block row a rank of at least one
+    bit (C(L, c) >= L >= 2 patterns): checked before anything per block is allocated. Ranks
+    are read and unranked a chunk of rows at a time."""
+    per_row = -(-length // BLOCK)
+    block_len = np.full(per_row, BLOCK, np.int64)
+    block_len[-1] = length - BLOCK * (per_row - 1)
+    flat = np.repeat(row_kept == length, length)  # the full rows; the others are filled below
+    rows = np.flatnonzero((row_kept > 0) & (row_kept < length))
+    if len(rows) * max(per_row - 1, 1) > reader.remaining:
+        raise PayloadError(
+            f"tensor '{reader.name}': position data is too short for the patterns of "
+            f"{len(rows)} partly kept rows"
+        )
+    # each row's last block holds what its other blocks do not
+    last = row_kept[rows]
+    counts = np.zeros((len(rows), per_row), np.uint8)
+    if per_row > 1:
+        coded = _decode_counts(reader, _levels(last, length), per_row - 1)
+        coded = coded.reshape(len(rows), per_row - 1)
+        counts[:, :-1] = coded
+        last -= coded.sum(axis=1, dtype=np.int64)
+    if np.any(last < 0) or np.any(last > block_len[-1]):
         raise PayloadError(f"tensor '{reader.name}': block counts do not add up to the kept count")
-    informative = ~seg.degenerate
-    b = np.where(informative, _TB_B[block_len, counts], 0)
-    u = _TB_U[block_len, counts]
-    high = _values_varlen(reader.take(int(b.sum()), "block ranks"), b)
-    big = informative & (high >= u)
-    extra = reader.take(int(big.sum()), "rank extra bits").astype(np.uint64)
-    ranks = high.copy()
-    ranks[big] = ((high[big] << np.uint64(1)) | extra) - u[big]
-    ranks[~informative] = 0
-    total = BINOM[block_len, counts]
-    if np.any(informative & (ranks >= total)):
-        raise PayloadError(f"tensor '{reader.name}': a block rank is out of range")
-    # unrank all blocks at once, from the highest kept index down (combinatorial number system)
-    out = np.zeros((len(block_len), BLOCK), bool)
-    remaining = ranks.copy()
-    for j in range(BLOCK, 0, -1):
-        active = np.flatnonzero(informative & (counts >= j))
-        if len(active) == 0:
-            continue
-        p = np.searchsorted(BINOM[:, j], remaining[active], side="right") - 1
-        remaining[active] -= BINOM[p, j]
-        out[active, p] = True
-    out[full_blocks] = np.arange(BLOCK) < block_len[full_blocks, None]
-    return out.reshape(num_rows, per_row * BLOCK)[:, :length]
+    counts[:, -1] = last
+    widths = _RANK_BITS[block_len, counts]
+    high_at = reader.pos
+    extra_at = high_at + int(widths.sum())
+    reader.take_at(high_at, extra_at - high_at, "block ranks")
+    step = max(1, _RANK_CHUNK // per_row)
+    for first in range(0, len(rows), step):
+        chunk = slice(first, first + step)
+        c = counts[chunk].ravel().astype(np.int64)
+        lens = np.tile(block_len, len(c) // per_row)
+        b = widths[chunk].ravel()
+        high = reader.fields_at(high_at, b, "block ranks")
+        high_at += int(b.sum())
+        u = _TB_U[lens, c]
+        big = high >= u
+        extra = reader.take_at(extra_at, int(np.count_nonzero(big)), "rank extra bits")
+        extra_at += len(extra)
+        ranks = high
+        ranks[big] = ((high[big] << np.uint64(1)) | extra) - u[big]
+        if np.any(ranks >= BINOM[lens, c]):
+            raise PayloadError(f"tensor '{reader.name}': a block rank is out of range")
+        starts = ((rows[chunk] * length)[:, None] + BLOCK * np.arange(per_row)).ravel()
+        # unrank all blocks at once, from the highest kept index down (combinatorial numbers)
+        for j in range(int(c.max(initial=0)), 0, -1):
+            active = np.flatnonzero(c >= j)
+            p = np.searchsorted(BINOM[:, j], ranks[active], side="right") - 1
+            ranks[active] -= BINOM[p, j]
+            flat[starts[active] + p] = True
+    reader.pos = extra_at
+    return flat
 
 
 # ---------------------------------------------------------------------------- position schemes
@@ -586,57 +724,112 @@ def _encode_positions(mask: np.ndarray, choice: _Choice) -> bytes:
     return np.packbits(bits).tobytes()
 
 
-def _decode_positions(
-    section: bytes, scheme: Scheme, param: int, shape: tuple[int, ...], count: int, name: str
-) -> np.ndarray:
+def _check_positions(
+    scheme: Scheme, shape: tuple[int, ...], count: int, pos_len: int, param: int, name: str
+) -> None:
+    """Refuse a header whose position section cannot hold what it claims, before anything is
+    decoded or allocated.
+
+    The bounds are the fewest and the most bits each scheme's encoder writes for this shape
+    and count (it pads the last byte with at most 7 zero bits), so they never refuse an
+    encoder's buffer:
+
+    * FULL, EMPTY, KNOWN: no position bytes; BITMAP: exactly ceil(n / 8) bytes.
+    * every other scheme codes a mask with 0 < count < n (the encoder sends FULL or EMPTY
+      otherwise).
+    * GOLOMB, k coded entries (the kept ones, or the pruned ones when inverted), parameter m,
+      b = floor(log2 m): each code is a unary quotient (>= 1 bit) and a remainder of b or b + 1
+      bits, so >= k (1 + b) bits; the quotients sum to at most (n - k) // m (the gaps do to
+      n - k), so <= k (b + 2) + (n - k) // m bits.
+    * ENUM, B = ceil(n / 64) blocks: every block but the last codes its count in 1 to
+      HUFFMAN_MAX_BITS bits (code lengths are clipped to that), every rank takes at most
+      RANK_MAX_BITS: >= B - 1 bits, <= (B - 1) HUFFMAN_MAX_BITS + B RANK_MAX_BITS. So
+      n <= 64 (8 * position bytes + 1).
+    * ENUM_ROWS, R rows of L entries: R row counts of bit_length(L) bits first (all rows may be
+      empty or full, so that is all it needs), then per row at most what ENUM costs for L.
+    """
     n = math.prod(shape)
-    if scheme == Scheme.FULL:
-        return np.ones(n, bool)
-    if scheme == Scheme.EMPTY:
-        return np.zeros(n, bool)
+    fixed = {Scheme.FULL: n, Scheme.EMPTY: 0}
+    if scheme in (Scheme.FULL, Scheme.EMPTY, Scheme.KNOWN):
+        if scheme in fixed and count != fixed[scheme]:
+            raise PayloadError(f"tensor '{name}': {scheme.name} tensor with count {count} of {n}")
+        if pos_len or param:
+            raise PayloadError(
+                f"tensor '{name}': {scheme.name} buffer with {pos_len} position bytes and "
+                f"parameter {param} (both are 0)"
+            )
+        return
+    if not 0 < count < n:
+        raise PayloadError(
+            f"tensor '{name}': {scheme.name} positions for a mask keeping {count} of {n} "
+            f"entries (the encoder sends FULL or EMPTY)"
+        )
+    if scheme != Scheme.GOLOMB and param:
+        raise PayloadError(f"tensor '{name}': {scheme.name} buffer with parameter {param}")
     if scheme == Scheme.BITMAP:
-        if len(section) != (n + 7) // 8:
-            raise PayloadError(
-                f"tensor '{name}': bitmap holds {len(section)} bytes, expected {(n + 7) // 8}"
-            )
-        flat = np.unpackbits(np.frombuffer(section, np.uint8), count=n).astype(bool)
-        if int(flat.sum()) != count:
-            raise PayloadError(
-                f"tensor '{name}': bitmap keeps {int(flat.sum())} entries, header says {count}"
-            )
-        return flat
-    if n == 0:
-        raise PayloadError(f"tensor '{name}': {scheme.name} positions for a tensor without entries")
-    reader = _BitReader(section, name)
-    if scheme == Scheme.GOLOMB:
-        invert, m = bool(param & 1), param >> 1
+        fewest = most = n
+    elif scheme == Scheme.GOLOMB:
+        m = param >> 1
         if m < 1 or m > n + 1:
             raise PayloadError(f"tensor '{name}': Golomb parameter {m} is out of range")
-        coded = n - count if invert else count
-        flat = np.zeros(n, bool)
-        flat[_golomb_decode(reader, coded, m, n)] = True
-        reader.finish()
-        return ~flat if invert else flat
-    if scheme in (Scheme.ENUM, Scheme.ENUM_ROWS):
+        k = n - count if param & 1 else count
+        b = m.bit_length() - 1
+        fewest, most = k * (1 + b), k * (b + 2) + (n - k) // m
+    else:
         if scheme == Scheme.ENUM_ROWS and len(shape) < 2:
             raise PayloadError(f"tensor '{name}': per-row positions need a tensor with rows")
-        num_rows = shape[0] if scheme == Scheme.ENUM_ROWS else 1
-        length = n // num_rows if num_rows else 0
-        if scheme == Scheme.ENUM_ROWS:
-            width = length.bit_length()
-            row_kept = _values_fixed(
-                reader.take(num_rows * width, "row counts"), num_rows, width
-            ).astype(np.int64)
-            if np.any(row_kept > length) or int(row_kept.sum()) != count:
-                raise PayloadError(
-                    f"tensor '{name}': row counts do not add up to the kept count {count}"
-                )
+        rows = shape[0] if scheme == Scheme.ENUM_ROWS else 1
+        length = n // rows
+        blocks = -(-length // BLOCK)
+        per_row = (blocks - 1) * HUFFMAN_MAX_BITS + blocks * RANK_MAX_BITS
+        if scheme == Scheme.ENUM:
+            fewest, most = blocks - 1, per_row
         else:
-            row_kept = np.array([count], np.int64)
-        rows = _enum_decode(reader, num_rows, length, row_kept)
+            width = length.bit_length()
+            fewest, most = rows * width, rows * (width + per_row)
+    if 8 * pos_len < fewest or pos_len > (most + 7) // 8:
+        raise PayloadError(
+            f"tensor '{name}': {pos_len} position bytes cannot code this {scheme.name} mask "
+            f"({count} of {n} entries need {fewest} to {most} bits)"
+        )
+
+
+def _decode_positions(section: memoryview, info: BufferInfo, name: str) -> np.ndarray:
+    """The flat mask; ``_check_positions`` has bounded the section against the header."""
+    n, count = math.prod(info.shape), info.count
+    if info.scheme == Scheme.FULL:
+        return np.ones(n, bool)
+    if info.scheme == Scheme.EMPTY:
+        return np.zeros(n, bool)
+    if info.scheme == Scheme.BITMAP:
+        packed = np.frombuffer(section, np.uint8)
+        if n % 8 and packed[-1] & ((1 << (8 - n % 8)) - 1):
+            raise PayloadError(f"tensor '{name}': bitmap padding bits are set")
+        flat = np.unpackbits(packed, count=n).view(bool)
+        kept = int(np.count_nonzero(flat))
+        if kept != count:
+            raise PayloadError(f"tensor '{name}': bitmap keeps {kept} entries, header says {count}")
+        return flat
+    reader = _BitReader(section, name)
+    if info.scheme == Scheme.GOLOMB:
+        invert, m = bool(info.param & 1), info.param >> 1
+        flat = np.zeros(n, bool)
+        _golomb_decode(reader, n - count if invert else count, m, flat)
         reader.finish()
-        return rows.reshape(-1)
-    raise PayloadError(f"tensor '{name}': unknown position scheme {int(scheme)}")
+        return np.logical_not(flat, out=flat) if invert else flat
+    if info.scheme == Scheme.ENUM_ROWS:
+        num_rows = info.shape[0]
+        length = n // num_rows
+        row_kept = reader.fixed(num_rows, length.bit_length(), "row counts").view(np.int64)
+        if np.any(row_kept > length) or int(row_kept.sum()) != count:
+            raise PayloadError(
+                f"tensor '{name}': row counts do not add up to the kept count {count}"
+            )
+    else:
+        num_rows, length, row_kept = 1, n, np.array([count], np.int64)
+    flat = _enum_decode(reader, num_rows, length, row_kept)
+    reader.finish()
+    return flat
 
 
 # ---------------------------------------------------------------------------- values
@@ -652,37 +845,111 @@ def _values_to_bytes(values: np.ndarray, dtype: str) -> bytes:
     return np.ascontiguousarray(values).astype(_WIRE_DTYPE[dtype]).tobytes()
 
 
-def _values_from_bytes(raw: bytes, dtype: str, count: int) -> np.ndarray:
-    if dtype == "bfloat16":
-        return (
-            np.frombuffer(raw, _WIRE_DTYPE["bfloat16"], count).astype(np.uint32) << np.uint32(16)
-        ).view(np.float32)
-    return np.frombuffer(raw, _WIRE_DTYPE[dtype], count).astype(_DECODED_DTYPE[dtype])
-
-
 def _compress(raw: bytes, itemsize: int, method: str) -> bytes:
     planes = np.frombuffer(raw, np.uint8).reshape(-1, itemsize).T.tobytes()  # byte-plane shuffle
     return zlib.compress(planes, 6) if method == "zlib" else lzma.compress(planes, preset=6)
 
 
-def _decompress(data: bytes, itemsize: int, count: int, method: str, name: str) -> bytes:
-    expected = itemsize * count
-    try:
-        if method == "zlib":
-            inflater = zlib.decompressobj()
-            planes = inflater.decompress(data, expected + 1)
-            done = inflater.eof and not inflater.unconsumed_tail
+class _Inflater:
+    """A zlib or xz stream fed and drained a piece at a time: the memory beyond the output is
+    O(piece), not O(stream)."""
+
+    def __init__(self, data: memoryview, method: str) -> None:
+        self.zlib = method == "zlib"
+        if self.zlib:
+            self.stream = zlib.decompressobj()
         else:
-            inflater = lzma.LZMADecompressor()
-            planes = inflater.decompress(data, expected + 1)
-            done = inflater.eof
-    except (zlib.error, lzma.LZMAError) as exc:
+            self.stream = lzma.LZMADecompressor(format=lzma.FORMAT_XZ, memlimit=LZMA_MEMLIMIT)
+        self.data, self.at, self.tail = data, 0, b""
+
+    @property
+    def eof(self) -> bool:
+        return self.stream.eof
+
+    def _feed(self) -> memoryview:
+        chunk = self.data[self.at : self.at + _INFLATE_PIECE]
+        self.at += len(chunk)
+        return chunk
+
+    def read(self, size: int) -> bytes | None:
+        """At most ``size`` more bytes; None once the input is spent and nothing came out."""
+        if self.zlib:  # zlib hands back what it could not take; lzma keeps it itself
+            fed = False
+            if not self.tail:
+                self.tail = self._feed()
+                fed = len(self.tail) > 0
+            piece = self.stream.decompress(self.tail, size)
+            self.tail = self.stream.unconsumed_tail
+        else:
+            chunk = self._feed() if self.stream.needs_input else b""
+            fed = len(chunk) > 0
+            piece = self.stream.decompress(chunk, size)
+        return piece if piece or fed else None
+
+    def trailing(self) -> int:
+        """Input bytes after the end of the stream (once it ended, zlib's unconsumed tail is a
+        copy of its unused data)."""
+        return len(self.stream.unused_data) + len(self.data) - self.at
+
+
+def _inflate_planes(
+    data: memoryview, method: str, itemsize: int, count: int, name: str
+) -> np.ndarray:
+    """Decompress the byte planes straight into a (count, itemsize) array (the unshuffle needs
+    no second copy), and insist that the stream ends exactly there."""
+    out = np.empty((count, itemsize), np.uint8)
+    inflater = _Inflater(data, method)
+    expected = f"expected {itemsize * count}"
+    try:
+        for plane in range(itemsize):
+            filled = 0
+            while filled < count and not inflater.eof:
+                piece = inflater.read(min(count - filled, _INFLATE_PIECE))
+                if piece is None:
+                    break
+                out[filled : filled + len(piece), plane] = np.frombuffer(piece, np.uint8)
+                filled += len(piece)
+            if filled < count:
+                raise PayloadError(
+                    f"tensor '{name}': compressed values hold {plane * count + filled} bytes, "
+                    f"{expected}"
+                )
+        while not inflater.eof:  # what is left must be the stream's end, without more output
+            piece = inflater.read(1)
+            if piece is None:
+                break
+            if piece:
+                raise PayloadError(
+                    f"tensor '{name}': compressed values hold more bytes, {expected}"
+                )
+    except (zlib.error, lzma.LZMAError, EOFError) as exc:
         raise PayloadError(f"tensor '{name}': compressed values are corrupt ({exc})") from None
-    if len(planes) != expected or not done:
+    if not inflater.eof:
+        raise PayloadError(f"tensor '{name}': compressed values are truncated (no stream end)")
+    if inflater.trailing():
         raise PayloadError(
-            f"tensor '{name}': compressed values hold {len(planes)} bytes, expected {expected}"
+            f"tensor '{name}': {inflater.trailing()} bytes follow the compressed values"
         )
-    return np.frombuffer(planes, np.uint8).reshape(itemsize, count).T.tobytes()
+    return out
+
+
+def _decode_values(values: memoryview, info: BufferInfo, name: str, *, fresh: bool) -> np.ndarray:
+    """The kept values in their decoded dtype; ``fresh``: in memory of their own (otherwise
+    possibly a read-only view of ``values``)."""
+    dtype, count = info.value_dtype, info.count
+    assert dtype is not None
+    if info.compression == "none":
+        wire = np.frombuffer(values, _WIRE_DTYPE[dtype], count)
+    else:
+        planes = _inflate_planes(values, info.compression, _ITEMSIZE[dtype], count, name)
+        wire = planes.view(_WIRE_DTYPE[dtype]).reshape(count)
+        fresh = False  # already ours
+    if dtype == "bfloat16":
+        widened = wire.astype(np.uint32)
+        widened <<= np.uint32(16)
+        return widened.view(np.float32)
+    with np.errstate(invalid="ignore"):  # signalling NaNs widen quietly: values are not ours
+        return wire.astype(_DECODED_DTYPE[dtype], copy=fresh)
 
 
 def _default_value_dtype(values: np.ndarray, requested: str) -> str:
@@ -723,15 +990,15 @@ def encode_mask(mask: np.ndarray) -> bytes:
 
 
 def decode_mask(
-    buf: bytes, *, name: str = "mask", max_entries: int = DEFAULT_MAX_ENTRIES
+    buf: bytes | bytearray | memoryview,
+    *,
+    name: str = "mask",
+    max_entries: int = DEFAULT_MAX_ENTRIES,
 ) -> np.ndarray:
-    info, body_start, _ = _parse(buf, name, max_entries)
+    info, body, _ = _parse(buf, name, max_entries)
     if info.scheme == Scheme.KNOWN:
         raise PayloadError(f"tensor '{name}': buffer does not carry positions (sent as known)")
-    section = buf[body_start : body_start + info.position_bytes]
-    return _decode_positions(
-        section, info.scheme, info.param, info.shape, info.count, name
-    ).reshape(info.shape)
+    return _decode_positions(body[: info.position_bytes], info, name).reshape(info.shape)
 
 
 def encode_tensor(
@@ -784,7 +1051,7 @@ def encode_tensor(
 
 
 def decode_tensor(
-    buf: bytes,
+    buf: bytes | bytearray | memoryview,
     mask: np.ndarray | None = None,
     *,
     name: str = "tensor",
@@ -793,10 +1060,12 @@ def decode_tensor(
 ) -> tuple[np.ndarray, np.ndarray]:
     """(dense values with zeros outside the mask, the mask). ``mask`` is required when the
     buffer was encoded with ``send_mask=False``; ``expected_shape`` rejects a wrong-shaped
-    tensor before anything is allocated."""
-    info, body_start, known_crc = _parse(buf, name, max_entries, expected_shape)
+    tensor before anything is allocated; ``max_entries`` bounds what the header may claim
+    (a decode allocates about 17 bytes per entry at most: see ``DEFAULT_MAX_ENTRIES``)."""
+    info, body, known_crc = _parse(buf, name, max_entries, expected_shape)
     if info.value_dtype is None:
         raise PayloadError(f"tensor '{name}': buffer holds a mask, not values")
+    held = None
     if info.scheme == Scheme.KNOWN:
         if mask is None:
             raise PayloadError(
@@ -805,32 +1074,31 @@ def decode_tensor(
         held = np.asarray(mask, bool)
         if (
             held.shape != info.shape
-            or int(held.sum()) != info.count
+            or int(np.count_nonzero(held)) != info.count
             or _mask_crc(held) != known_crc
         ):
             raise PayloadError(
                 f"tensor '{name}': the held mask is not the one the sender used (stale mask)"
             )
+    # values first: they are the cheap part to check, and a dense tensor needs no positions
+    kept = _decode_values(body[info.position_bytes :], info, name, fresh=info.scheme == Scheme.FULL)
+    if info.scheme == Scheme.FULL:
+        return kept.reshape(info.shape), np.ones(info.shape, bool)
+    if held is not None:
         flat_mask = held.reshape(-1)
     else:
-        section = buf[body_start : body_start + info.position_bytes]
-        flat_mask = _decode_positions(
-            section, info.scheme, info.param, info.shape, info.count, name
-        )
-    value_data = buf[body_start + info.position_bytes :]
-    itemsize = _ITEMSIZE[info.value_dtype]
-    if info.compression == "none":
-        raw = value_data
-    else:
-        raw = _decompress(value_data, itemsize, info.count, info.compression, name)
-    kept = _values_from_bytes(raw, info.value_dtype, info.count)
-    dense = np.zeros(math.prod(info.shape), _DECODED_DTYPE[info.value_dtype])
+        flat_mask = _decode_positions(body[: info.position_bytes], info, name)
+    dense = np.zeros(flat_mask.size, kept.dtype)
     dense[flat_mask] = kept
     return dense.reshape(info.shape), flat_mask.reshape(info.shape)
 
 
 def inspect(
-    buf: bytes, *, name: str = "tensor", max_entries: int = DEFAULT_MAX_ENTRIES, verify: bool = True
+    buf: bytes | bytearray | memoryview,
+    *,
+    name: str = "tensor",
+    max_entries: int = DEFAULT_MAX_ENTRIES,
+    verify: bool = True,
 ) -> BufferInfo:
     """Parse a buffer's header without decoding it; ``verify`` also checks the checksum."""
     return _parse(buf, name, max_entries, verify=verify)[0]
@@ -842,16 +1110,23 @@ def _check_shape(shape: tuple[int, ...]) -> None:
 
 
 def _parse(
-    buf: bytes,
+    buf: bytes | bytearray | memoryview,
     name: str,
     max_entries: int,
     expected_shape: tuple[int, ...] | None = None,
     *,
     verify: bool = True,
-) -> tuple[BufferInfo, int, int]:
+) -> tuple[BufferInfo, memoryview, int]:
+    """(what the header says, a view of the body after it, the KNOWN mask check): every field
+    checked against the others, the buffer's length and the limits before anything is
+    allocated. Reads ``buf`` through a view: nothing of it is copied."""
     if not isinstance(buf, bytes | bytearray | memoryview):
         raise PayloadError(f"tensor '{name}': expected bytes, got {type(buf).__name__}")
-    buf = bytes(buf)
+    max_entries = min(max_entries, _MOST_ENTRIES)
+    try:
+        buf = memoryview(buf).cast("B")
+    except (TypeError, ValueError):
+        raise PayloadError(f"tensor '{name}': expected a contiguous byte buffer") from None
     if len(buf) < 5:
         raise PayloadError(f"tensor '{name}': buffer of {len(buf)} bytes is too short for a header")
     if buf[0] != MAGIC:
@@ -871,14 +1146,20 @@ def _parse(
     shape = []
     for i in range(ndim):
         dim, pos = _read_varint(buf, pos, f"dimension {i}", name)
+        if dim > max_entries:  # a zero elsewhere would hide it from the product
+            raise PayloadError(
+                f"tensor '{name}': header claims dimension {i} of {dim}, more than the limit "
+                f"{max_entries} entries"
+            )
         shape.append(dim)
     count, pos = _read_varint(buf, pos, "count", name)
     pos_len, pos = _read_varint(buf, pos, "position length", name)
     param, pos = _read_varint(buf, pos, "scheme parameter", name)
     n = math.prod(shape)
-    if n > max_entries:
+    if n > max_entries or math.prod(d for d in shape if d) > max_entries:
         raise PayloadError(
-            f"tensor '{name}': header claims {n} entries, more than the limit {max_entries}"
+            f"tensor '{name}': header claims {n} entries (shape {tuple(shape)}), more than the "
+            f"limit {max_entries}"
         )
     if expected_shape is not None and tuple(shape) != tuple(expected_shape):
         raise PayloadError(
@@ -903,30 +1184,24 @@ def _parse(
         raise PayloadError(
             f"tensor '{name}': header claims {pos_len} position bytes, buffer holds fewer"
         )
-    if scheme in (Scheme.FULL, Scheme.EMPTY) and count != (n if scheme == Scheme.FULL else 0):
-        raise PayloadError(f"tensor '{name}': {scheme.name} tensor with count {count} of {n}")
+    _check_positions(scheme, tuple(shape), count, pos_len, param, name)
     value_bytes = len(buf) - body_start - pos_len
     dtype_code, compression_code = value_code & 0x0F, value_code >> 4
-    if dtype_code == 0:
-        value_dtype = None
-        if value_bytes:
-            raise PayloadError(f"tensor '{name}': mask buffer has {value_bytes} trailing bytes")
-    elif dtype_code in _DTYPE_NAMES:
-        value_dtype = _DTYPE_NAMES[dtype_code]
-    else:
-        raise PayloadError(f"tensor '{name}': unknown value dtype code {dtype_code}")
     if compression_code not in _COMPRESSION_NAMES:
         raise PayloadError(f"tensor '{name}': unknown value compression code {compression_code}")
     compression = _COMPRESSION_NAMES[compression_code]
-    if (
-        value_dtype is not None
-        and compression == "none"
-        and value_bytes != count * _ITEMSIZE[value_dtype]
-    ):
-        raise PayloadError(
-            f"tensor '{name}': {value_bytes} value bytes for {count} {value_dtype} values "
-            f"(expected {count * _ITEMSIZE[value_dtype]})"
-        )
+    if dtype_code == 0:
+        value_dtype = None
+        if value_bytes or compression != "none":
+            raise PayloadError(
+                f"tensor '{name}': mask buffer with {value_bytes} value bytes and "
+                f"compression {compression} (a mask has neither)"
+            )
+    elif dtype_code in _DTYPE_NAMES:
+        value_dtype = _DTYPE_NAMES[dtype_code]
+        _check_value_bytes(value_bytes, count * _ITEMSIZE[value_dtype], compression, name)
+    else:
+        raise PayloadError(f"tensor '{name}': unknown value dtype code {dtype_code}")
     info = BufferInfo(
         scheme,
         tuple(shape),
@@ -938,4 +1213,21 @@ def _parse(
         value_bytes,
         param,
     )
-    return info, body_start, known_crc
+    return info, buf[body_start:], known_crc
+
+
+def _check_value_bytes(value_bytes: int, raw: int, compression: str, name: str) -> None:
+    """Value bytes against the ``raw`` bytes they stand for. The encoder compresses only when
+    that saves bytes, and no stream inflates more than ``MAX_EXPANSION`` times its size: a
+    claim is refused before anything is decompressed or allocated."""
+    if compression == "none":
+        if value_bytes != raw:
+            raise PayloadError(
+                f"tensor '{name}': {value_bytes} value bytes where the header's count needs {raw}"
+            )
+    elif not raw / MAX_EXPANSION[compression] <= value_bytes < raw:
+        raise PayloadError(
+            f"tensor '{name}': {value_bytes} bytes of {compression} data cannot hold the "
+            f"{raw} value bytes the header claims (at most {MAX_EXPANSION[compression]}:1, "
+            f"and only when smaller)"
+        )

@@ -10,6 +10,8 @@ whether the positions were sent (a mask the receiver already holds is not).
 from __future__ import annotations
 
 import contextlib
+import math
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -27,6 +29,7 @@ from fedticket.masks import mask_digest
 __all__ = ["Payload", "PayloadError", "decode_payload", "encode_payload", "message_bytes"]
 
 PAYLOAD_KEY = "payload"
+HEADER_KEYS = ("codec-version", "tensors", "lengths", "masked", "mask-digest", "masks-sent")
 
 
 @dataclass(frozen=True)
@@ -81,40 +84,72 @@ def encode_payload(
     return record, header
 
 
-def decode_payload(
-    record: ArrayRecord,
-    header: ConfigRecord,
-    template: Mapping[str, np.ndarray],
-    held_masks: Mapping[str, np.ndarray] | None = None,
-) -> Payload:
-    """Decode and validate against ``template`` (names, shapes, dtypes). ``held_masks`` are
-    the receiver's masks, needed when the positions were not sent."""
-    try:
-        version = int(header["codec-version"])
-        names = [str(n) for n in header["tensors"]]
-        lengths = [int(n) for n in header["lengths"]]
-        masked = list(header["masked"]) if "masked" in header else []
-        digest, masks_sent = str(header["mask-digest"]), bool(header["masks-sent"])
-    except (KeyError, TypeError, ValueError) as exc:
-        raise PayloadError(f"payload header is incomplete or malformed ({exc})") from None
-    if version != codec.FORMAT_VERSION:
+@dataclass(frozen=True)
+class _Header:
+    names: list[str]
+    lengths: list[int]
+    masked: list[str]
+    digest: str
+    masks_sent: bool
+
+
+def _shown(value: object) -> str:
+    """A header value for an error message, cut short (a hostile list can be long)."""
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _names(header: Mapping, key: str) -> list[str]:
+    names = header[key]
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
         raise PayloadError(
-            f"payload codec version {version}, this side reads {codec.FORMAT_VERSION}"
+            f"payload header '{key}' must be a list of tensor names, got {_shown(names)}"
         )
-    if set(names) != set(template) or len(names) != len(template) or len(lengths) != len(names):
-        missing, extra = sorted(set(template) - set(names)), sorted(set(names) - set(template))
+    if len(set(names)) != len(names):
+        twice = sorted(n for n, times in Counter(names).items() if times > 1)
+        raise PayloadError(f"payload header '{key}' names {twice[:5]} more than once")
+    return names
+
+
+def _read_header(header: object) -> _Header:
+    """The header's fields, each of the type ``encode_payload`` writes."""
+    if not isinstance(header, Mapping):
+        raise PayloadError(f"payload header must be a ConfigRecord, got {type(header).__name__}")
+    missing = [k for k in HEADER_KEYS if k not in header]
+    if missing:
+        raise PayloadError(f"payload header lacks {missing} (was it written by encode_payload?)")
+    version = header["codec-version"]
+    if not _is_int(version) or version != codec.FORMAT_VERSION:
         raise PayloadError(
-            f"payload tensors differ from the model: missing {missing}, unexpected {extra}"
+            f"payload codec version {_shown(version)}, this side reads {codec.FORMAT_VERSION}"
         )
-    if not set(masked) <= set(template):
+    names, masked = _names(header, "tensors"), _names(header, "masked")
+    lengths = header["lengths"]
+    if not isinstance(lengths, list) or not all(_is_int(n) and n >= 0 for n in lengths):
         raise PayloadError(
-            f"payload masks tensors the model lacks: {sorted(set(masked) - set(template))}"
+            f"payload header 'lengths' must be byte counts (ints >= 0): {_shown(lengths)}"
         )
-    held = {k: held_masks[k] for k in masked if k in held_masks} if held_masks else {}
-    if masked and not masks_sent and mask_digest(held) != digest:
+    if len(lengths) != len(names):
         raise PayloadError(
-            f"positions not sent and the held mask is not {digest} (stale mask state)"
+            f"payload header lists {len(names)} tensors but {len(lengths)} buffer lengths"
         )
+    digest, masks_sent = header["mask-digest"], header["masks-sent"]
+    if not isinstance(digest, str):
+        raise PayloadError(f"payload header 'mask-digest' must be a string, got {_shown(digest)}")
+    if not isinstance(masks_sent, bool):
+        raise PayloadError(
+            f"payload header 'masks-sent' must be true or false, got {_shown(masks_sent)}"
+        )
+    return _Header(names, lengths, masked, digest, masks_sent)
+
+
+def _payload_data(record: object) -> bytes:
+    if not isinstance(record, ArrayRecord):
+        raise PayloadError(f"payload must be an ArrayRecord, got {type(record).__name__}")
     if list(record.keys()) != [PAYLOAD_KEY]:
         raise PayloadError(
             f"payload record must hold one array '{PAYLOAD_KEY}', got {list(record.keys())}"
@@ -122,24 +157,113 @@ def decode_payload(
     array = record[PAYLOAD_KEY]
     if array.stype != "raw" or array.dtype != "uint8":
         raise PayloadError(f"payload: expected a raw uint8 buffer, got {array.stype}/{array.dtype}")
-    data = array.data
-    if any(n < 0 for n in lengths) or sum(lengths) != len(data):
-        raise PayloadError(f"payload holds {len(data)} bytes, its header lists {sum(lengths)}")
+    return array.data
+
+
+def _contradiction(
+    name: str, info: codec.BufferInfo, masked: bool, masks_sent: bool, dtype: np.dtype
+) -> str | None:
+    """What in a buffer's header contradicts the payload header or the model, if anything."""
+    scheme = info.scheme.name
+    if not masked and info.scheme != codec.Scheme.FULL:
+        return (
+            f"tensor '{name}' is not listed as masked, but its buffer is {scheme} "
+            f"(a tensor without a mask travels dense)"
+        )
+    if masked and not masks_sent and info.scheme != codec.Scheme.KNOWN:
+        return (
+            f"tensor '{name}': the header says the masks were not sent, but its buffer codes "
+            f"positions ({scheme})"
+        )
+    if masked and masks_sent and info.scheme == codec.Scheme.KNOWN:
+        return (
+            f"tensor '{name}': the header says the masks were sent, but its buffer leaves "
+            f"the positions out"
+        )
+    decoded = info.decoded_dtype
+    if decoded is None:
+        return f"tensor '{name}': buffer holds a mask, not values"
+    if decoded.kind != dtype.kind or (dtype.kind != "f" and decoded != dtype):
+        return f"tensor '{name}': buffer holds {info.value_dtype} values, the model has {dtype}"
+    return None
+
+
+def decode_payload(
+    record: ArrayRecord,
+    header: ConfigRecord,
+    template: Mapping[str, np.ndarray],
+    held_masks: Mapping[str, np.ndarray] | None = None,
+) -> Payload:
+    """Decode and validate against ``template`` (names, shapes, dtypes). ``held_masks`` are
+    the receiver's masks, needed when the positions were not sent.
+
+    Raises ``PayloadError`` unless the header is the kind ``encode_payload`` writes and every
+    buffer agrees with it: an unmasked tensor is dense (FULL); a masked one leaves its positions
+    out exactly when the masks were not sent; the masks decoded (or held) have the header's
+    digest; no tensor claims more entries than the model's, or another kind of dtype."""
+    head = _read_header(header)
+    if set(head.names) != set(template):
+        missing = sorted(set(template) - set(head.names))
+        extra = sorted(set(head.names) - set(template))
+        raise PayloadError(
+            f"payload tensors differ from the model: missing {_shown(missing)}, "
+            f"unexpected {_shown(extra)}"
+        )
+    masked = set(head.masked)
+    if not masked <= set(template):
+        raise PayloadError(
+            f"payload masks tensors the model lacks: {_shown(sorted(masked - set(template)))}"
+        )
+    if head.masks_sent and not masked:
+        raise PayloadError("payload header says masks were sent, but it masks no tensor")
+    held: dict[str, np.ndarray] = {}
+    if masked and not head.masks_sent:  # the receiver's masks stand in for the positions
+        available = held_masks or {}
+        lacking = sorted(masked - set(available))
+        if lacking:
+            raise PayloadError(
+                f"positions of {lacking} not sent and this side holds no mask for them "
+                f"(stale mask state)"
+            )
+        held = {name: available[name] for name in masked}
+        if mask_digest(held) != head.digest:
+            raise PayloadError(
+                f"positions not sent and the held masks are not {_shown(head.digest)} "
+                f"(stale mask state)"
+            )
+    data = _payload_data(record)
+    if sum(head.lengths) != len(data):
+        raise PayloadError(f"payload holds {len(data)} bytes, its header lists {sum(head.lengths)}")
     tensors: dict[str, np.ndarray] = {}
     masks: dict[str, np.ndarray] = {}
-    offset = 0
-    for name, length in zip(names, lengths, strict=True):
+    view, offset = memoryview(data), 0
+    for name, length in zip(head.names, head.lengths, strict=True):
         expected = template[name]
-        buffer, offset = data[offset : offset + length], offset + length
-        known = held.get(name) if not masks_sent else None
-        dense, mask = codec.decode_tensor(buffer, known, name=name, expected_shape=expected.shape)
-        tensors[name] = dense.astype(expected.dtype, copy=False)
+        buffer, offset = view[offset : offset + length], offset + length
+        # no more entries than the model's tensor (a zero dimension hides none of the others)
+        limit = math.prod(d for d in expected.shape if d)
+        try:
+            info = codec.inspect(buffer, name=name, max_entries=limit, verify=False)
+            problem = _contradiction(name, info, name in masked, head.masks_sent, expected.dtype)
+        except PayloadError as exc:
+            problem = str(exc)
+        if problem is not None:
+            codec.inspect(buffer, name=name, max_entries=limit)  # a corrupted buffer says so
+            raise PayloadError(problem)
+        dense, mask = codec.decode_tensor(
+            buffer, held.get(name), name=name, expected_shape=expected.shape, max_entries=limit
+        )
+        with np.errstate(invalid="ignore"):  # a signalling NaN is the caller's to judge
+            tensors[name] = dense.astype(expected.dtype, copy=False)
         if name in masked:
             masks[name] = mask
+    if mask_digest(masks) != head.digest:  # every case: masks sent, held, or none at all
+        raise PayloadError(
+            f"decoded masks have digest {mask_digest(masks)!r}, the header says "
+            f"{_shown(head.digest)}"
+        )
     tensors = {name: tensors[name] for name in template}  # the model's order
-    if masks_sent and mask_digest(masks) != digest:
-        raise PayloadError(f"decoded masks do not match the header digest {digest}")
-    return Payload(tensors, masks or None, digest, masks_sent)
+    return Payload(tensors, masks or None, head.digest, head.masks_sent)
 
 
 def payload_bytes(record: ArrayRecord | None) -> int:
@@ -159,7 +283,9 @@ def position_bytes(record: ArrayRecord | None, header: ConfigRecord | None) -> i
         return 0
     for length in lengths:
         with contextlib.suppress(PayloadError):
-            total += codec.inspect(data[offset : offset + length], verify=False).position_bytes
+            # header only, nothing allocated: any size the model may have is fine here
+            info = codec.inspect(data[offset : offset + length], verify=False, max_entries=2**40)
+            total += info.position_bytes
         offset += length
     return total
 
