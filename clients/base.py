@@ -14,7 +14,6 @@ import logging
 import math
 import time
 from collections.abc import Callable, Mapping
-from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
@@ -22,6 +21,7 @@ import torch
 from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
 from torch import nn
 
+from clients.state_location import snapshots_for
 from fedticket.accelerator import DeviceError, resolve_device, set_deterministic
 from fedticket.config import RunConfig
 from fedticket.data import DATASETS, ClientData, client_data
@@ -31,7 +31,6 @@ from fedticket.masks import kept_share as density
 from fedticket.masks import mask_digest
 from fedticket.models import batchnorm_names, build_model, load_state_arrays, state_arrays
 from fedticket.protocols import reference_sample, running_best
-from fedticket.snapshots import ClientSnapshots
 from fedticket.train import EvalStats
 from fedticket.train import evaluate as evaluate_model
 
@@ -237,16 +236,6 @@ def resolve_config(run_config: Mapping[str, Any]) -> RunConfig:
 def _model_for(config: RunConfig) -> nn.Module:
     spec = DATASETS[config.dataset]
     return build_model(config.model, spec.input_shape, spec.num_classes, seed=config.seed)
-
-
-def snapshots_for(
-    node_config: Mapping[str, Any], header: Mapping[str, Any], partition_id: int
-) -> ClientSnapshots | None:
-    """The on-disk snapshots of this client: the node config's ``state-dir`` (a device keeps
-    them where it likes) or the one the server names for ``client-state="disk"``; None when
-    neither is set."""
-    directory = node_config.get("state-dir") or header.get("state-dir")
-    return ClientSnapshots(Path(str(directory)), partition_id) if directory else None
 
 
 def with_node_data_dir(config: RunConfig, node_config: Mapping[str, Any]) -> RunConfig:

@@ -5,6 +5,8 @@ A run writes ``<output-root>/<algorithm>/<config-hash>/`` holding ``config.json`
 masks, ``masks.parquet`` (each client's current mask, bit-packed). Every file is written to a
 temporary name in the same directory and renamed over the old one, so a killed run leaves each
 file either at its previous complete state or at its new one, never half-written.
+``status.json`` says whether the run is ``running``, ``completed`` or ``failed`` (and why), so a
+script can tell a finished run from one a bad client, value or file stopped.
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ import numpy as np
 import pandas as pd
 
 TABLES = ("rounds", "clients", "comm", "masks")
+STATUS_FILE = "status.json"
+RUN_STATUSES = ("running", "completed", "failed")
 ENV_OUTPUT_ROOT = "FEDTICKET_OUTPUT_ROOT"
 ENVIRONMENT_KEY = "environment"  # config.json's record of the machine and packages
 
@@ -74,6 +78,14 @@ class RunDirectory:
         text = json.dumps(record, indent=2, sort_keys=True) + "\n"
         atomic_write_bytes(self.path / "config.json", text.encode())
 
+    def write_status(self, status: str, rounds: int, reason: str = "") -> None:
+        """``status.json``: ``running``, ``completed`` or ``failed`` (with the reason)."""
+        if status not in RUN_STATUSES:
+            raise ValueError(f"unknown run status {status!r}; statuses are {RUN_STATUSES}")
+        record = {"status": status, "rounds": rounds, "reason": reason}
+        text = json.dumps(record, indent=2, sort_keys=True) + "\n"
+        atomic_write_bytes(self.path / STATUS_FILE, text.encode())
+
     def write_table(self, name: str, frame: pd.DataFrame) -> Path:
         if name not in TABLES:
             raise ValueError(f"unknown table {name!r}; tables are {TABLES}")
@@ -90,11 +102,16 @@ def read_table(path: str | Path, columns: list[str] | None = None) -> pd.DataFra
 
 
 def load_run(path: str | Path) -> dict[str, Any]:
-    """Read a run directory back: ``config`` and ``environment`` (dicts) and one DataFrame per
-    table present (a run still in progress reads as of its last finished round)."""
+    """Read a run directory back: ``config``, ``environment`` and ``status`` (dicts) and one
+    DataFrame per table present (a run still in progress reads as of its last finished round;
+    a directory from before ``status.json`` reads as status "unknown")."""
     path = Path(path)
     config = json.loads((path / "config.json").read_text())
     run: dict[str, Any] = {"environment": config.pop(ENVIRONMENT_KEY, {}), "config": config}
+    status_file = path / STATUS_FILE
+    run["status"] = (
+        json.loads(status_file.read_text()) if status_file.exists() else {"status": "unknown"}
+    )
     for name in TABLES:
         file = path / f"{name}.parquet"
         if file.exists():

@@ -14,11 +14,20 @@ from __future__ import annotations
 import logging
 import re
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, RecordDict
 
-from fedticket.checkpoint import CheckpointError, read_archive, write_archive
+from fedticket.checkpoint import (
+    META,
+    CheckpointError,
+    describe,
+    read_archive,
+    require,
+    require_key,
+    write_archive,
+)
 
 log = logging.getLogger("flwr")
 
@@ -48,7 +57,10 @@ class ClientSnapshots:
 
     def load_into(self, state: RecordDict, before: int, rebuild: bool = False) -> int | None:
         """Replace this client's records in ``state`` by its newest snapshot of a round
-        < ``before`` (none: the client starts empty). Returns that round."""
+        < ``before`` (none: the client starts empty). Returns that round.
+
+        A damaged or foreign snapshot raises ``ClientStateError`` naming the file, the field
+        and the fix; with ``rebuild`` it is logged and the client starts empty (None)."""
         for key in [k for k in state if k.startswith(self.prefix)]:
             del state[key]
         earlier = [r for r in self._rounds() if r < before]
@@ -58,27 +70,66 @@ class ClientSnapshots:
         try:
             arrays, meta = read_archive(path)
         except CheckpointError as exc:
-            if not rebuild:
-                raise ClientStateError(
-                    f"client partition {self.partition_id}: state snapshot {exc}; delete it or "
-                    "set --run-config 'client-state-rebuild=true' to start this client fresh"
-                ) from None
-            log.warning(
-                "client partition %s: state snapshot %s; starting this client fresh "
-                "(client-state-rebuild=true)",
-                self.partition_id,
-                exc,
-            )
-            return None
-        for key, values in meta["configs"].items():
-            state[key] = ConfigRecord(values)
-        for key in meta["arrays"]:
-            head = f"{key}//"
-            record = {n[len(head) :]: v for n, v in arrays.items() if n.startswith(head)}
-            state[key] = ArrayRecord(
-                {name: Array(np.ascontiguousarray(record[name])) for name in meta["order"][key]}
-            )
+            return self._unusable(str(exc), rebuild)
+        try:
+            records = self._records(arrays, meta)
+        except CheckpointError as exc:
+            return self._unusable(f"{path}: {exc}", rebuild)
+        for key, record in records.items():
+            state[key] = record
         return earlier[-1]
+
+    def _unusable(self, problem: str, rebuild: bool) -> None:
+        if not rebuild:
+            raise ClientStateError(
+                f"client partition {self.partition_id}: state snapshot {problem}; delete it or "
+                "set --run-config 'client-state-rebuild=true' to start this client fresh"
+            )
+        log.warning(
+            "client partition %s: state snapshot %s; starting this client fresh "
+            "(client-state-rebuild=true)",
+            self.partition_id,
+            problem,
+        )
+
+    def _records(
+        self, arrays: dict[str, np.ndarray], meta: Any
+    ) -> dict[str, ConfigRecord | ArrayRecord]:
+        """The records ``save`` wrote, rebuilt; ``CheckpointError`` naming the first field
+        that is not what ``save`` writes."""
+        require(isinstance(meta, dict), META, f"is {describe(meta)}, not a JSON object")
+        configs = require_key(meta, "configs")
+        require(isinstance(configs, dict), "configs", f"is {describe(configs)}, not an object")
+        order = require_key(meta, "order")
+        require(isinstance(order, dict), "order", f"is {describe(order)}, not an object")
+        listed = require_key(meta, "arrays")
+        require(
+            listed == sorted(order),
+            "arrays",
+            f"is {describe(listed)}, not the sorted record names of 'order' {sorted(order)}",
+        )
+        records: dict[str, ConfigRecord | ArrayRecord] = {}
+        for key, values in configs.items():
+            self._require_own(key, "configs")
+            records[key] = _config_record(key, values)
+        named: set[str] = set()
+        for key, names in order.items():
+            self._require_own(key, "order")
+            require(key not in configs, "order", f"names {key!r}, a record of 'configs' too")
+            records[key] = _array_record(key, names, arrays)
+            named |= {f"{key}//{name}" for name in names}
+        foreign = sorted(set(arrays) - named)
+        if foreign:
+            raise CheckpointError(f"{foreign[0]!r} is an array that no record of 'order' names")
+        return records
+
+    def _require_own(self, key: str, where: str) -> None:
+        require(
+            key.startswith(self.prefix) and len(key) > len(self.prefix),
+            where,
+            f"names record {key!r}, not one of client partition {self.partition_id}'s "
+            f"({self.prefix}<name>)",
+        )
 
     def save(self, state: RecordDict, server_round: int, checkpoint_round: int) -> None:
         """Write this client's records as the snapshot of ``server_round``; drop snapshots a
@@ -102,3 +153,40 @@ class ClientSnapshots:
         for old in rounds:
             if old < floor:
                 self._path(old).unlink(missing_ok=True)
+
+
+def _config_record(key: str, values: Any) -> ConfigRecord:
+    """``configs[key]`` as a ConfigRecord; Flower's ``TypeError`` for a value it cannot hold
+    (None, an object, a mixed list) becomes a ``CheckpointError`` naming the record."""
+    require(
+        isinstance(values, dict), "configs", f"record {key!r} is {describe(values)}, not an object"
+    )
+    try:
+        return ConfigRecord(values)
+    except (TypeError, ValueError, AttributeError) as exc:
+        raise CheckpointError(f"'configs' record {key!r}: {str(exc).rstrip('.')}") from None
+
+
+def _array_record(key: str, names: Any, arrays: dict[str, np.ndarray]) -> ArrayRecord:
+    """``order[key]``'s arrays, in that order, as an ArrayRecord."""
+    require(
+        isinstance(names, list)
+        and all(isinstance(n, str) for n in names)
+        and len(set(names)) == len(names),
+        "order",
+        f"record {key!r} is {describe(names)}, not a list of distinct array names",
+    )
+    for name in names:
+        stored = arrays.get(f"{key}//{name}")
+        require(stored is not None, "order", f"record {key!r} names {name!r}: not in the file")
+        require(
+            stored.dtype.kind in "biuf",
+            f"{key}//{name}",
+            f"has dtype {stored.dtype}, not a bool, int or float array",
+        )
+    try:
+        return ArrayRecord(
+            {name: Array(np.ascontiguousarray(arrays[f"{key}//{name}"])) for name in names}
+        )
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(f"'order' record {key!r}: {str(exc).rstrip('.')}") from None

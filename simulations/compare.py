@@ -160,7 +160,8 @@ def compare(
             bar.close()
             if result.returncode != 0 or not plan.complete:
                 raise CompareError(
-                    f"run {plan.label!r} failed (exit {result.returncode}); its output ends:\n"
+                    f"run {plan.label!r} failed (exit {result.returncode}"
+                    f"{': ' + result.failure if result.failure else ''}); its output ends:\n"
                     + result.output[-2000:]
                 )
         runs[plan.label] = load_run(plan.run_dir)

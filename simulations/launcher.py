@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
 import re
 import shutil
@@ -33,14 +32,31 @@ from typing import Any
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 RESULTS_LINE = re.compile(r"fedticket: results in (\S+)")
+#: ``simulations.server_app.FAILED_LINE``: Flower 1.39 exits 0 however the ServerApp ended
+FAILED_LINE = re.compile(r"fedticket: run failed: (.*)")
 
 
 @dataclass(frozen=True)
 class LaunchResult:
+    """``returncode`` is ``flwr run``'s, made non-zero when the ServerApp said the run failed
+    or never named a results directory (``failure`` says why)."""
+
     returncode: int
     output: str
     run_dir: Path | None
     seconds: float
+    failure: str = ""
+
+    @classmethod
+    def from_output(cls, returncode: int, output: str, seconds: float) -> LaunchResult:
+        failed = FAILED_LINE.findall(output)
+        run_dir = results_dir(output)
+        failure = failed[-1].strip() if failed else ""
+        if not failure and run_dir is None:
+            failure = "the ServerApp named no results directory (see the output)"
+        if returncode == 0 and failure:
+            returncode = 1
+        return cls(returncode, output, run_dir, seconds, failure)
 
 
 def free_port() -> int:
@@ -50,12 +66,37 @@ def free_port() -> int:
 
 
 def toml_value(value: Any) -> str:
-    """One run-config value as Flower's TOML parser expects it."""
+    """One run-config value that Flower's ``--run-config`` parser reads back unchanged.
+
+    Flower finds a quoted value with ``"[^"]*"`` or ``'[^']*'`` (up to the next quote of its
+    kind, so no escaped quotes) and hands it to TOML: a basic string with TOML escapes, or a
+    literal string (no escapes at all) for text with a double quote. ``json.dumps`` is not
+    TOML: it writes characters outside the BMP as surrogate pairs, which TOML rejects."""
+    import numbers
+    import unicodedata
+
     if isinstance(value, bool):
         return "true" if value else "false"
-    if isinstance(value, int | float):
-        return repr(value)
-    return json.dumps(str(value))
+    if isinstance(value, numbers.Integral):
+        if not -(2**63) <= int(value) < 2**63:
+            raise ValueError(f"run-config value {value}: Flower carries only 64-bit integers")
+        return str(int(value))
+    if isinstance(value, numbers.Real):
+        return repr(float(value))  # nan, inf and -inf are TOML floats too
+    text = str(value)
+    if any(unicodedata.category(c) == "Cs" for c in text):
+        raise ValueError(f"run-config value {text[:60]!r}: lone surrogates are not text")
+    controls = {c for c in text if unicodedata.category(c) == "Cc"}  # C0, DEL and C1
+    if '"' not in text:
+        short = {"\\": "\\\\", "\b": "\\b", "\t": "\\t", "\n": "\\n", "\f": "\\f", "\r": "\\r"}
+        escapes = {c: short.get(c, f"\\u{ord(c):04X}") for c in controls | {"\\"}}
+        return '"' + "".join(escapes.get(c, c) for c in text) + '"'
+    if "'" in text or controls - {"\t"}:  # a literal string has no escapes; it takes a tab
+        raise ValueError(
+            f"run-config value {text[:60]!r}: has a double quote and a single quote or a "
+            "control character, which Flower's --run-config parser cannot read back"
+        )
+    return f"'{text}'"
 
 
 def run_config_string(values: Mapping[str, Any]) -> str:
@@ -165,7 +206,7 @@ def launch(
     finally:
         _stop(_superlink_pids(port))
         shutil.rmtree(ray_dir, ignore_errors=True)
-    return LaunchResult(returncode, output, results_dir(output), seconds)
+    return LaunchResult.from_output(returncode, output, seconds)
 
 
 def results_dir(output: str) -> Path | None:
@@ -234,7 +275,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(
         f"launcher: exit {result.returncode} after {result.seconds:.1f} s; "
-        f"results: {result.run_dir}"
+        f"results: {result.run_dir}" + (f"; failed: {result.failure}" if result.failure else "")
     )
     return result.returncode
 

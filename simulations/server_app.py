@@ -11,6 +11,7 @@ import math
 import sys
 import time
 from pathlib import Path
+from typing import NoReturn
 
 from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
@@ -30,6 +31,7 @@ from strategies.base import NoClientsError, SparseStrategy
 from strategies.reporting import human_bytes
 
 log = logging.getLogger("flwr")
+FAILED_LINE = "fedticket: run failed:"
 ALGORITHMS = sorted(set(STRATEGIES) & set(CLIENTS))
 
 app = ServerApp()
@@ -70,7 +72,13 @@ def run_federation(
         run_dir = fresh_directory(root, config.algorithm, config_hash)
     strategy = strategy_cls(config, initial, run_dir, select_layers(model, config.sparse_layers))
     if resuming:  # before connecting: a bad checkpoint costs nothing
-        arrays, meta = load_checkpoint(checkpoint, config_hash)
+        arrays, meta = load_checkpoint(
+            checkpoint,
+            config_hash,
+            algorithm=strategy.name,
+            template=strategy.template,
+            check_extra=strategy.check_extra,
+        )
     strategy.connect(grid)
     strategy.global_evaluator = global_evaluator(config, strategy)
     first_round = 1
@@ -93,9 +101,19 @@ def run_federation(
     else:
         initial = strategy.prepare(grid, initial)
     run_dir.write_config(config.to_dict(), describe_environment())
-    strategy.run_rounds(grid, initial, first_round, config.num_rounds)
+    run_dir.write_status("running", len(strategy.round_rows))
+    try:
+        strategy.run_rounds(grid, initial, first_round, config.num_rounds)
+    except BaseException as exc:  # a kill (KeyboardInterrupt, SystemExit) is a failure too
+        run_dir.write_status("failed", len(strategy.round_rows), failure_reason(exc))
+        raise
     strategy.write_results()
+    run_dir.write_status("completed", len(strategy.round_rows))
     return strategy
+
+
+def failure_reason(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"[:2000]
 
 
 def global_evaluator(config: RunConfig, strategy: SparseStrategy) -> GlobalEvaluator | None:
@@ -140,6 +158,14 @@ def tune_polling(grid: Grid, interval: float = 0.01) -> None:
         grid.pull_interval = interval
 
 
+def fail(exc: Exception, code: int) -> NoReturn:
+    """Stop the ServerApp with ``exc``'s message. Flower 1.39 lists a ServerApp that exits
+    non-zero as completed and ``flwr run`` exits 0, so the line ``FAILED_LINE`` is what tells
+    the launcher (and a user's script) that the run failed."""
+    log.error("%s %s", FAILED_LINE, exc)
+    sys.exit(code)
+
+
 @app.main()
 def main(grid: Grid, context: Context) -> None:
     started = time.perf_counter()
@@ -147,16 +173,16 @@ def main(grid: Grid, context: Context) -> None:
     try:
         config = RunConfig.from_run_config(context.run_config, algorithms=ALGORITHMS)
     except ConfigError as exc:
-        log.error("fedticket: %s", exc)
-        sys.exit(2)
+        fail(exc, 2)
     try:
         strategy = run_federation(grid, config)
     except NoClientsError as exc:
-        log.error("fedticket: %s", exc)
-        sys.exit(3)
+        fail(exc, 3)
     except CheckpointError as exc:
-        log.error("fedticket: %s", exc)
-        sys.exit(4)
+        fail(exc, 4)
+    except Exception as exc:
+        log.error("%s %s", FAILED_LINE, failure_reason(exc))
+        raise
     for line in closing_lines(strategy, time.perf_counter() - started):
         log.info("fedticket: %s", line)
     log.info("fedticket: results in %s", strategy.run_dir.path)

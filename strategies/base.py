@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import math
 import re
+import secrets
 import time
 from abc import abstractmethod
 from collections import Counter
@@ -32,12 +33,11 @@ from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricReco
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
+from clients.state_location import STATE_KEY
 from fedticket.checkpoint import masks_from_arrays, masks_to_arrays, split_prefix, write_archive
 from fedticket.config import RunConfig
 from fedticket.evaluation import GlobalEvaluator
 from fedticket.flower_io import (
-    PayloadError,
-    decode_payload,
     dense_bytes,
     encode_payload,
     message_bytes,
@@ -49,8 +49,9 @@ from fedticket.flower_io import (
 from fedticket.ledger import CommLedger
 from fedticket.masks import mask_digest
 from fedticket.protocols import PROTOCOLS, running_best
-from fedticket.results import RunDirectory
+from fedticket.results import RunDirectory, atomic_write_bytes
 from fedticket.train import EvalStats
+from strategies.replies import CheckedReply, Expected, InvalidReply, MetricSpec, check_reply
 from strategies.reporting import (
     CLIENT_PROTOCOL_COLUMNS,
     log_progress,
@@ -63,6 +64,7 @@ log = logging.getLogger("flwr")  # Flower's handlers print it in `flwr run --str
 
 STRATEGIES: dict[str, type[SparseStrategy]] = {}
 Masks = dict[str, np.ndarray]
+STATE_KEY_FILE = "client-state-key"
 
 
 def register_strategy(name: str) -> Callable[[type[SparseStrategy]], type[SparseStrategy]]:
@@ -125,9 +127,10 @@ class _Sent:
 
 @dataclass
 class _Outcome:
-    """Replies of one send: the good ones, and (node, pid, status, reason) for the others."""
+    """Replies of one send: the checked good ones, and (node, pid, status, reason) for the
+    others."""
 
-    ok: list[tuple[_Sent, Message]] = field(default_factory=list)
+    ok: list[tuple[_Sent, CheckedReply]] = field(default_factory=list)
     failed: list[tuple[int, int, str, str]] = field(default_factory=list)
 
 
@@ -161,6 +164,10 @@ class SparseStrategy(Strategy):
     #: True: BatchNorm tensors stay on the clients and are left out of ``template`` and of
     #: every message (FedLTN); must match the client's ``FederatedClient.local_batchnorm``.
     local_batchnorm: ClassVar[bool] = False
+    #: metrics the algorithm's clients add to the base ones (``strategies.replies``): a reply
+    #: with any other metric is refused
+    train_metrics: ClassVar[Mapping[str, MetricSpec]] = {}
+    evaluate_metrics: ClassVar[Mapping[str, MetricSpec]] = {}
 
     def __init__(
         self,
@@ -191,6 +198,8 @@ class SparseStrategy(Strategy):
         #: scores the ``global`` protocol; set by the ServerApp once it knows the partitions
         self.global_evaluator: GlobalEvaluator | None = None
         self.reference_best: dict[int, float] = {}  # partition id -> best-ever reported
+        #: names this run's client state snapshots on the clients (``clients.state_location``)
+        self.state_key = read_state_key(run_dir) or secrets.token_hex(8)
 
     # ------------------------------------------------------------------ algorithm steps
     def client_masks(self, server_round: int, node: NodeInfo) -> Masks | None:
@@ -249,6 +258,7 @@ class SparseStrategy(Strategy):
                 )
             time.sleep(1.0)
         self._handshake(grid, sorted(grid.get_node_ids()))
+        self._leave_out_shared_partitions()
         if len(self.nodes) < self.config.min_available_clients:
             reasons = "; ".join(f"node {n}: {r}" for n, r in list(self.rejected.items())[:3])
             raise NoClientsError(
@@ -256,11 +266,21 @@ class SparseStrategy(Strategy):
                 f"min-available-clients={self.config.min_available_clients}. "
                 f"Rejected: {reasons or 'none'}"
             )
-        pids = [n.partition_id for n in self.nodes.values()]
-        if len(set(pids)) != len(pids):
-            raise NoClientsError(
-                f"two nodes claim the same partition-id: {sorted(pids)}; give each its own"
-            )
+
+    def _leave_out_shared_partitions(self) -> None:
+        """Nodes that claim the same partition at connect time are all left out: the server
+        cannot tell which one holds it (a misconfigured device, or one posing as another),
+        and one such node must not stop the run."""
+        claims = Counter(n.partition_id for n in self.nodes.values())
+        for node_id, node in list(self.nodes.items()):
+            if claims[node.partition_id] > 1:
+                reason = (
+                    f"{claims[node.partition_id]} nodes claim partition-id {node.partition_id}; "
+                    'give each SuperNode its own (--node-config "partition-id=K ...")'
+                )
+                del self.nodes[node_id]
+                self.rejected[node_id] = reason
+                log.error("node %s left out of the run: %s", node_id, reason)
 
     def _handshake(self, grid: Grid, node_ids: list[int], rejoin: bool = False) -> None:
         messages = [self._message(node_id, None, MessageType.QUERY, 0) for node_id in node_ids]
@@ -268,7 +288,7 @@ class SparseStrategy(Strategy):
         outcome = self._collect(0, "query", replies)
         devices: Counter[str] = Counter()
         for sent, reply in outcome.ok:
-            described = reply.content.get("node", {})
+            described, m = reply.node or {}, reply.metrics
             if "device-error" in described:
                 reason = f"node {sent.node_id}: {described['device-error']}"
                 if not rejoin:  # the run's device is missing: a config error, stop before training
@@ -276,7 +296,14 @@ class SparseStrategy(Strategy):
                 self.rejected[sent.node_id] = reason  # one late node must not stop the run
                 log.error("node %s left out of the run: %s", sent.node_id, reason)
                 continue
-            m = reply.content["metrics"]
+            if m["partition-id"] >= m["num-partitions"]:
+                reason = (
+                    f"node {sent.node_id}: partition-id {m['partition-id']} is not below its "
+                    f"num-partitions {m['num-partitions']}"
+                )
+                self.rejected[sent.node_id] = reason
+                log.error("node %s left out of the run: %s", sent.node_id, reason)
+                continue
             node = NodeInfo(
                 sent.node_id,
                 int(m["partition-id"]),
@@ -286,10 +313,10 @@ class SparseStrategy(Strategy):
                 float(m.get("link-down-mbps", 0.0)),
                 float(m.get("link-latency-ms", 0.0)),
                 float(m.get("density-level", 1.0)),
-                str(described.get("device-class", "")),
-                int(m.get("num-partitions", 0)),
+                described.get("device-class", ""),
+                int(m["num-partitions"]),
             )
-            devices[str(described.get("torch-device", "?"))] += 1
+            devices[described.get("torch-device", "?")] += 1
             if rejoin:
                 self._forget_partition(node.partition_id, node.node_id)
             self.nodes[node.node_id] = node
@@ -349,10 +376,7 @@ class SparseStrategy(Strategy):
     ) -> Message:
         header = {"server-round": server_round, "algorithm": self.name} | (instructions or {})
         if self.state_on_disk:
-            header |= {
-                "state-dir": str(self.run_dir.path / "client-state"),
-                "checkpoint-round": self.checkpoint_round,
-            }
+            header |= {"state-key": self.state_key, "checkpoint-round": self.checkpoint_round}
         content = RecordDict({"config": ConfigRecord(header)})
         digest = mask_digest(masks)
         if tensors is not None:
@@ -383,6 +407,8 @@ class SparseStrategy(Strategy):
     ) -> None:
         arrays = message.content.get("arrays") if message.has_content() else None
         header = message.content.get("payload") if message.has_content() else None
+        if not isinstance(arrays, ArrayRecord) or not isinstance(header, ConfigRecord):
+            arrays, header = None, None  # a malformed reply: its message bytes still count
         size = message_bytes(message)
         node = sent.node
         self.ledger.record(
@@ -422,16 +448,14 @@ class SparseStrategy(Strategy):
             if reply.has_error():
                 outcome.failed.append((s.node_id, pid, "error", _clean_reason(reply.error.reason)))
                 continue
-            has_arrays = "arrays" in reply.content
+            has_arrays = isinstance(reply.content.get("arrays"), ArrayRecord)
             self._record(
                 server_round, s, reply, "up", kind, self._dense_up(kind) if has_arrays else 0
             )
-            if "metrics" not in reply.content:
-                outcome.failed.append(
-                    (s.node_id, pid, "malformed", "reply has no 'metrics' record")
-                )
-                continue
-            outcome.ok.append((s, reply))
+            try:
+                outcome.ok.append((s, check_reply(reply, self._expected(kind, s))))
+            except InvalidReply as exc:
+                outcome.failed.append((s.node_id, pid, exc.status, str(exc)))
         for message_id, s in by_id.items():
             if message_id not in answered:
                 pid = s.node.partition_id if s.node else -1
@@ -440,6 +464,19 @@ class SparseStrategy(Strategy):
         for _node_id, pid, _status, _reason in outcome.failed:
             self.held.pop(pid, None)  # the client's mask state is unknown now: resend it
         return outcome
+
+    def _expected(self, kind: str, sent: _Sent) -> Expected:
+        """What a reply to ``sent`` must look like (``strategies.replies``)."""
+        if kind == "query" or sent.node is None:
+            return Expected("query")
+        node = sent.node
+        handshake = {
+            "partition-id": node.partition_id,
+            "num-train": node.num_train,
+            "num-test": node.num_test,
+        }
+        extra = self.train_metrics if kind == "train" else self.evaluate_metrics
+        return Expected(kind, handshake, self.template, sent.masks, extra)
 
     def _dense_up(self, kind: str) -> int:
         return dense_bytes(self.template) if kind == "train" else 0
@@ -498,27 +535,18 @@ class SparseStrategy(Strategy):
         outcome = self._collect(server_round, "train", replies)
         updates: list[ClientUpdate] = []
         for sent, reply in outcome.ok:
-            node = sent.node
+            node, payload = sent.node, reply.payload
             assert node is not None
-            try:
-                payload = decode_payload(
-                    reply.content["arrays"],
-                    reply.content["payload"],
-                    self.template,
-                    held_masks=sent.masks,
-                )
-            except (PayloadError, KeyError) as exc:
+            if payload is None:
                 outcome.failed.append(
-                    (node.node_id, node.partition_id, "malformed", f"bad train payload: {exc}")
+                    (node.node_id, node.partition_id, "malformed", "train reply holds no tensors")
                 )
                 self.held.pop(node.partition_id, None)
                 continue
             if payload.digest != sent.digest:  # the client changed its mask (e.g. it pruned)
                 self.on_client_masks(node, payload.masks)
             self.held[node.partition_id] = payload.digest
-            update = ClientUpdate(
-                node, payload.tensors, payload.masks, dict(reply.content["metrics"])
-            )
+            update = ClientUpdate(node, payload.tensors, payload.masks, reply.metrics)
             updates.append(update)
             self.client_rows.append(
                 {
@@ -569,7 +597,7 @@ class SparseStrategy(Strategy):
     ) -> MetricRecord | None:
         outcome = self._collect(server_round, "evaluate", replies)
         for sent, reply in outcome.ok:
-            node, m = sent.node, dict(reply.content["metrics"])
+            node, m = sent.node, dict(reply.metrics)
             assert node is not None
             self.held[node.partition_id] = sent.digest
             m["reference-accuracy"] = self.keep_reference_best(node.partition_id, m)
@@ -742,6 +770,11 @@ class SparseStrategy(Strategy):
         """Algorithm state a checkpoint must keep (arrays, JSON-able values)."""
         return {}, {}
 
+    def check_extra(self, arrays: dict[str, np.ndarray], meta: dict) -> None:
+        """``CheckpointError`` naming the field unless ``restore_extra`` can use this state
+        (``extra`` meta, ``extra/`` arrays without the prefix); the ServerApp calls it through
+        ``load_checkpoint`` before clients connect. Default: no state to check."""
+
     def restore_extra(self, arrays: dict[str, np.ndarray], meta: dict) -> None:
         """Inverse of ``extra_state``."""
 
@@ -750,3 +783,15 @@ class SparseStrategy(Strategy):
 
     def write_results(self) -> None:
         write_tables(self.run_dir, self.round_rows, self.client_rows, self.ledger, self.masks)
+        if self.state_on_disk and read_state_key(self.run_dir) != self.state_key:
+            atomic_write_bytes(self.run_dir.path / STATE_KEY_FILE, self.state_key.encode())
+
+
+def read_state_key(run_dir: RunDirectory) -> str:
+    """The client-state key a run directory already uses ("" when it has none): a resumed
+    run's clients find their snapshots under it."""
+    try:
+        key = (run_dir.path / STATE_KEY_FILE).read_text().strip()
+    except (OSError, UnicodeDecodeError):
+        return ""
+    return key if STATE_KEY.fullmatch(key) else ""

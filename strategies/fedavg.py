@@ -7,10 +7,13 @@ Decentralized Data", AISTATS 2017 (https://arxiv.org/abs/1602.05629).
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import numpy as np
 
 from fedticket.aggregate import masked_mean
 from strategies.base import ClientUpdate, SparseStrategy, register_strategy
+from strategies.replies import COUNT, MetricSpec
 
 
 @register_strategy("fedavg")
@@ -19,6 +22,8 @@ class FedAvg(SparseStrategy):
     returned models, weighted by local sample counts (``aggregation-weights="samples"``, the
     paper's rule) or uniformly (``"uniform"``). When clients train under masks (subclasses that
     set ``client_masks``), each entry is averaged over the clients that kept it."""
+
+    train_metrics: ClassVar[dict[str, MetricSpec]] = {"rounds-trained": COUNT}
 
     def aggregate(
         self, server_round: int, updates: list[ClientUpdate], global_arrays: dict[str, np.ndarray]

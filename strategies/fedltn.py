@@ -37,7 +37,15 @@ import logging
 import numpy as np
 
 from fedticket.aggregate import server_momentum
-from fedticket.checkpoint import split_prefix
+from fedticket.checkpoint import (
+    check_id_map,
+    check_masks,
+    describe,
+    is_count,
+    require,
+    require_key,
+    split_prefix,
+)
 from fedticket.ltn import jumpstart_steps, jumpstart_ticket, post_prune_counts
 from fedticket.masks import kept_share
 from strategies.base import ClientUpdate, Masks, NodeInfo, register_strategy
@@ -141,9 +149,63 @@ class FedLTN(LotteryFL):
         }
         return arrays, meta
 
+    def check_extra(self, arrays: dict[str, np.ndarray], meta: dict) -> None:
+        """``CheckpointError`` naming the field unless ``restore_extra`` can use this state:
+        the Jump-Start cohort, flags, prune-step counts and cohort rounds; a finite velocity
+        of model tensors; a ticket of every prunable layer exactly when ``has-ticket``."""
+        cohort = require_key(meta, "cohort", "extra")
+        require(
+            isinstance(cohort, list)
+            and all(is_count(pid) for pid in cohort)
+            and len(set(cohort)) == len(cohort),
+            "extra.cohort",
+            f"is {describe(cohort)}, not a list of distinct partition ids",
+        )
+        for key in ("jump-starting", "has-ticket"):
+            flag = require_key(meta, key, "extra")
+            require(isinstance(flag, bool), f"extra.{key}", f"is {describe(flag)}, not a bool")
+        check_id_map(meta, "prune-steps", is_count, "a count >= 0", within="extra")
+        rounds = require_key(meta, "cohort-rounds", "extra")
+        require(
+            isinstance(rounds, list) and all(is_count(r) and r >= 1 for r in rounds),
+            "extra.cohort-rounds",
+            f"is {describe(rounds)}, not a list of round numbers >= 1",
+        )
+        for name in arrays:
+            require(
+                name.split("/", 1)[0] in ("velocity", "ticket") and "/" in name,
+                f"extra/{name}",
+                "is not FedLTN state (velocity/<tensor> or ticket/<tensor>)",
+            )
+        for name, velocity in split_prefix(arrays, "velocity").items():
+            where = f"extra/velocity/{name}"
+            require(name in self.template, where, "is the velocity of no tensor of the model")
+            shape = self.template[name].shape
+            require(
+                velocity.shape == shape,
+                where,
+                f"has shape {list(velocity.shape)}, the model's tensor {list(shape)}",
+            )
+            require(
+                velocity.dtype.kind == "f" and bool(np.isfinite(velocity).all()),
+                where,
+                f"is not finite floats (dtype {velocity.dtype}; NaN or inf?)",
+            )
+        ticket = split_prefix(arrays, "ticket")
+        require(
+            meta["has-ticket"] or not ticket,
+            "extra/ticket",
+            "is stored although extra.has-ticket is false",
+        )
+        if meta["has-ticket"]:
+            shapes = {name: self.template[name].shape for name in self.prunable}
+            check_masks("extra/ticket", ticket, shapes, complete=True)
+
     def restore_extra(self, arrays: dict[str, np.ndarray], meta: dict) -> None:
+        self.check_extra(arrays, meta)
         self.velocity = split_prefix(arrays, "velocity")
-        self.ticket = split_prefix(arrays, "ticket") if meta["has-ticket"] else None
+        ticket = {k: v.astype(bool) for k, v in split_prefix(arrays, "ticket").items()}
+        self.ticket = ticket if meta["has-ticket"] else None
         self.cohort = [int(p) for p in meta["cohort"]]
         self.jump_starting = bool(meta["jump-starting"])
         self.prune_steps = {int(k): int(v) for k, v in meta["prune-steps"].items()}

@@ -32,13 +32,23 @@ Deviations from the reference code
 from __future__ import annotations
 
 import logging
+import math
+from typing import ClassVar
 
 import numpy as np
 from flwr.app import MessageType
 from flwr.serverapp import Grid
 
 from fedticket.aggregate import weighted_mean
-from fedticket.checkpoint import split_prefix
+from fedticket.checkpoint import (
+    check_id_map,
+    check_masks,
+    describe,
+    is_real,
+    require,
+    require_key,
+    split_prefix,
+)
 from fedticket.consensus import (
     coverage_mean,
     layer_budgets,
@@ -52,6 +62,7 @@ from fedticket.data import DATASETS
 from fedticket.masks import kept_share
 from fedticket.models import build_model, state_arrays
 from strategies.base import ClientUpdate, Masks, NodeInfo, SparseStrategy, register_strategy
+from strategies.replies import MetricSpec
 
 log = logging.getLogger("flwr")
 
@@ -59,6 +70,9 @@ log = logging.getLogger("flwr")
 @register_strategy("flash")
 class Flash(SparseStrategy):
     """See the module docstring."""
+
+    #: stage 1: each client's kept count per prunable layer
+    train_metrics: ClassVar[dict[str, MetricSpec]] = {"layer-kept": MetricSpec(items=4096)}
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
@@ -87,7 +101,7 @@ class Flash(SparseStrategy):
         outcome = self._collect(0, "train", replies)
         counts = []
         for _sent, reply in outcome.ok:
-            kept = [int(k) for k in reply.content["metrics"].get("layer-kept", [])]
+            kept = reply.metrics.get("layer-kept", [])
             if len(kept) == len(self.prunable):
                 counts.append(dict(zip(self.prunable, kept, strict=True)))
         self._record_failures(0, "train", outcome)
@@ -175,7 +189,38 @@ class Flash(SparseStrategy):
         meta = {"levels": levels, "extras": {str(k): v for k, v in self._extras.items()}}
         return arrays, meta
 
+    def check_extra(self, arrays: dict[str, np.ndarray], meta: dict) -> None:
+        """``CheckpointError`` naming the field unless ``restore_extra`` can use this state:
+        increasing density levels, each with a mask of every prunable layer, such a consensus
+        mask, and per-round extras (numbers)."""
+        levels = require_key(meta, "levels", "extra")
+        require(
+            isinstance(levels, list)
+            and all(is_real(v) and math.isfinite(v) and v > 0 for v in levels)
+            and levels == sorted(set(levels)),
+            "extra.levels",
+            f"is {describe(levels)}, not a list of increasing density levels > 0",
+        )
+        check_id_map(
+            meta,
+            "extras",
+            lambda row: isinstance(row, dict) and all(is_real(v) for v in row.values()),
+            "an object of numbers (the round's extra columns)",
+            within="extra",
+        )
+        kinds = {"consensus"} | {f"level{i}" for i in range(len(levels))}
+        for name in arrays:
+            require(
+                name.split("/", 1)[0] in kinds and "/" in name,
+                f"extra/{name}",
+                f"is not FLASH state (one of {sorted(kinds)}, then a tensor name)",
+            )
+        shapes = {name: self.template[name].shape for name in self.prunable}
+        for kind in sorted(kinds):
+            check_masks(f"extra/{kind}", split_prefix(arrays, kind), shapes, complete=True)
+
     def restore_extra(self, arrays: dict[str, np.ndarray], meta: dict) -> None:
+        self.check_extra(arrays, meta)
         self.consensus = {k: v.astype(bool) for k, v in split_prefix(arrays, "consensus").items()}
         self.levels = {
             float(level): {k: v.astype(bool) for k, v in split_prefix(arrays, f"level{i}").items()}

@@ -16,9 +16,12 @@ Deviations from the reference code
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from fedticket.masks import ones_masks
 from strategies.base import Masks, NodeInfo, register_strategy
 from strategies.fedavg import FedAvg
+from strategies.replies import COUNT, SHARE, MetricSpec
 
 
 @register_strategy("lotteryfl")
@@ -27,6 +30,13 @@ class LotteryFL(FedAvg):
     aggregates with FedAvg's keeper mean: each weight is averaged over the replying clients whose
     mask keeps it, a weight nobody keeps keeps its global value, biases are plain means
     (spec A1-A3)."""
+
+    train_metrics: ClassVar[dict[str, MetricSpec]] = {
+        "gate-accuracy": MetricSpec(low=0, high=1, nan_ok=True),  # NaN: no gate data
+        "pruned": MetricSpec(low=0, high=1, integer=True),
+        "kept-rate": SHARE,
+        "prunes": COUNT,
+    }
 
     def client_masks(self, server_round: int, node: NodeInfo) -> Masks:
         masks = self.masks.get(node.partition_id)

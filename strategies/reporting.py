@@ -124,6 +124,7 @@ def round_summary(
         "eval_clients": sum(1 for r in evals if r["status"] == "ok"),
         "eval_failures": sum(1 for r in evals if r["status"] != "ok"),
         "malformed_replies": sum(1 for r in rows if r["status"] == "malformed"),
+        "invalid_replies": sum(1 for r in rows if r["status"] == "invalid"),
         "train_loss": train_loss,
         **protocols,
         "mean_density": float(np.mean([r["density"] for r in ok_train])) if ok_train else math.nan,

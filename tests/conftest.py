@@ -22,3 +22,12 @@ def flower_task_identity() -> None:
     from flwr.supercore.task_identity import TaskIdentity
 
     TaskIdentity.run_id = TaskIdentity.node_id = TaskIdentity.task_id = 1
+
+
+@pytest.fixture(autouse=True)
+def client_state_home(tmp_path_factory, monkeypatch) -> Path:
+    """Clients keep disk state under their own default root (``clients.state_location``):
+    each test gets its own, so no test reads another's snapshots or writes into ``$HOME``."""
+    root = tmp_path_factory.mktemp("client-state")
+    monkeypatch.setenv("FEDTICKET_STATE_HOME", str(root))
+    return root

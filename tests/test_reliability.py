@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 from flwr.app import Error, Message
 
+from clients.state_location import default_state_root
 from fedticket.checkpoint import CheckpointError
 from fedticket.config import RunConfig
 from simulations.server_app import run_federation
@@ -74,7 +75,8 @@ def test_a_crashed_run_resumes_from_its_checkpoint_and_ends_identical(tmp_path) 
     assert resumed.run_dir.path == run_dir
     _assert_same(_tables(reference), _tables(run_dir))
     # snapshots kept: the newest at or before the last checkpoint the client heard of, and later
-    snapshots = sorted(p.name for p in (run_dir / "client-state" / "0").iterdir())
+    key = (run_dir / "client-state-key").read_text()
+    snapshots = sorted(p.name for p in (default_state_root() / key / "0").iterdir())
     assert snapshots == ["r000003.npz", "r000004.npz"]
 
 

@@ -35,7 +35,6 @@ from simulations.launcher import (
     PROJECT_DIR,
     LaunchResult,
     free_port,
-    results_dir,
     run_config_string,
     stream_command,
     toml_value,
@@ -307,7 +306,7 @@ class LoopbackFederation:
         if run_config:
             cmd += ["--run-config", run_config_string(run_config)]
         returncode, output, seconds = stream_command(cmd, PROJECT_DIR, self.env, timeout, echo)
-        return LaunchResult(returncode, output, results_dir(output), seconds)
+        return LaunchResult.from_output(returncode, output, seconds)
 
     def kill_node(self, partition_id: int) -> None:
         """SIGKILL a SuperNode and its children: a device that vanishes without a goodbye."""
