@@ -279,10 +279,30 @@ class SparseStrategy(Strategy):
                     'give each SuperNode its own (--node-config "partition-id=K ...")'
                 )
                 del self.nodes[node_id]
-                self.rejected[node_id] = reason
-                log.error("node %s left out of the run: %s", node_id, reason)
+                self._reject(0, node_id, "invalid", reason, node.partition_id)
 
-    def _handshake(self, grid: Grid, node_ids: list[int], rejoin: bool = False) -> None:
+    def _reject(
+        self, server_round: int, node_id: int, status: str, reason: str, partition_id: int = -1
+    ) -> None:
+        """Leave node ``node_id`` out of the run: a failure row (phase ``query``) and a log line."""
+        self.rejected[node_id] = f"{status}: {reason}"
+        log.error("node %s left out of the run (%s): %s", node_id, status, reason)
+        self.client_rows.append(
+            {
+                "round": server_round,
+                "phase": "query",
+                "node_id": node_id,
+                "partition_id": partition_id,
+                "device_class": "",
+                "density_level": math.nan,
+                "status": status,
+                "reason": reason,
+            }
+        )
+
+    def _handshake(
+        self, grid: Grid, node_ids: list[int], rejoin: bool = False, server_round: int = 0
+    ) -> None:
         messages = [self._message(node_id, None, MessageType.QUERY, 0) for node_id in node_ids]
         replies = grid.send_and_receive(messages, timeout=self.config.round_timeout)
         outcome = self._collect(0, "query", replies)
@@ -293,16 +313,14 @@ class SparseStrategy(Strategy):
                 reason = f"node {sent.node_id}: {described['device-error']}"
                 if not rejoin:  # the run's device is missing: a config error, stop before training
                     raise NoClientsError(reason)
-                self.rejected[sent.node_id] = reason  # one late node must not stop the run
-                log.error("node %s left out of the run: %s", sent.node_id, reason)
+                self._reject(server_round, sent.node_id, "error", reason)  # a late node only
                 continue
             if m["partition-id"] >= m["num-partitions"]:
                 reason = (
-                    f"node {sent.node_id}: partition-id {m['partition-id']} is not below its "
+                    f"partition-id {m['partition-id']} is not below its "
                     f"num-partitions {m['num-partitions']}"
                 )
-                self.rejected[sent.node_id] = reason
-                log.error("node %s left out of the run: %s", sent.node_id, reason)
+                self._reject(server_round, sent.node_id, "invalid", reason)
                 continue
             node = NodeInfo(
                 sent.node_id,
@@ -326,8 +344,7 @@ class SparseStrategy(Strategy):
                 ", ".join(f"{d} (x{n})" for d, n in devices.items()),
             )
         for node_id, _pid, status, reason in outcome.failed:
-            self.rejected[node_id] = f"{status}: {reason}"
-            log.error("node %s left out of the run (%s): %s", node_id, status, reason)
+            self._reject(server_round, node_id, status, reason)
 
     def _forget_partition(self, partition_id: int, new_node_id: int) -> None:
         """A node (re)joined with ``partition_id``: drop an older node holding it (a restarted
@@ -343,12 +360,12 @@ class SparseStrategy(Strategy):
                 )
         self.held.pop(partition_id, None)
 
-    def _refresh_nodes(self, grid: Grid) -> None:
+    def _refresh_nodes(self, grid: Grid, server_round: int) -> None:
         """Handshake nodes that connected since the last round; forget nodes that left."""
         connected = set(grid.get_node_ids())
         new = sorted(connected - set(self.nodes) - set(self.rejected))
         if new:
-            self._handshake(grid, new, rejoin=True)
+            self._handshake(grid, new, rejoin=True, server_round=server_round)
         for gone in set(self.nodes) - connected:
             node = self.nodes.pop(gone)
             self.held.pop(node.partition_id, None)
@@ -518,7 +535,7 @@ class SparseStrategy(Strategy):
     ) -> Iterable[Message]:
         self._round_started = time.perf_counter()
         self._waiting = 0.0
-        self._refresh_nodes(grid)
+        self._refresh_nodes(grid, server_round)
         self._global = record_to_state(arrays, self.template)
         messages = []
         for node in self.train_sample(server_round):

@@ -237,10 +237,12 @@ HANDSHAKE_CASES = {
 @pytest.mark.parametrize("case", list(HANDSHAKE_CASES))
 def test_a_bad_handshake_leaves_that_node_out_and_the_run_goes_on(tmp_path, case) -> None:
     fault, reason = HANDSHAKE_CASES[case]
-    strategy, _rows = _run(tmp_path, {(0, BAD, "query"): fault})
+    strategy, rows = _run(tmp_path, {(0, BAD, "query"): fault})
     assert sorted(n.partition_id for n in strategy.nodes.values()) == [0, 2]
     (why,) = strategy.rejected.values()
     assert reason in why, why
+    query = rows[rows["phase"] == "query"]
+    assert query["node_id"].tolist() == [1000 + BAD] and reason in query["reason"].iloc[0]
     assert [r["train_clients"] for r in strategy.round_rows] == [2, 2]
 
 
@@ -253,6 +255,8 @@ def test_two_nodes_claiming_one_partition_are_both_left_out(tmp_path) -> None:
     assert [n.partition_id for n in strategy.nodes.values()] == [1]
     assert len(strategy.rejected) == 2
     assert all("2 nodes claim partition-id 0" in r for r in strategy.rejected.values())
+    query = pd.DataFrame(strategy.client_rows).query("phase == 'query'")
+    assert sorted(query["node_id"]) == [1000, 1002] and set(query["partition_id"]) == {0}
 
 
 def test_forged_masks_sent_false_over_sent_positions_is_refused(tmp_path) -> None:
