@@ -3,7 +3,7 @@
 Implementation based on Babakniya et al., TMLR 2023 (FLASH) and its reference code; steps per
 ../shared/algorithms/flash.md sections 1-4 (the server side is strategies/flash.py).
 
-- Stage 1 (``instructions["stage"] == "sensitivity"``): sparse dynamic training for
+- Stage 1 (``stage == SENSITIVITY_STAGE``): sparse dynamic training for
   ``init-epochs`` from the received mask, a mask update at the end of every epoch but the last
   with the prune rate decayed linearly over the local steps; replies with the per-layer kept
   counts only (the figure's "sensitivity": no weights travel).
@@ -21,7 +21,7 @@ from __future__ import annotations
 import numpy as np
 
 from clients.base import FederatedClient, Masks, register_client
-from fedticket.dst import prune_and_regrow, prune_rate_at
+from fedticket.dst import SENSITIVITY_STAGE, prune_and_regrow, prune_rate_at
 from fedticket.masks import Mask
 from fedticket.models import load_state_arrays, state_arrays
 from fedticket.train import train
@@ -33,7 +33,7 @@ class FlashClient(FederatedClient):
         self, server_round: int, arrays: dict[str, np.ndarray], masks: Masks | None
     ) -> tuple[dict[str, np.ndarray] | None, Masks | None, dict[str, float]]:
         config = self.config
-        sensitivity = self.instructions.get("stage") == "sensitivity"
+        sensitivity = self.stage == SENSITIVITY_STAGE
         evolve = sensitivity or config.flash_mode in ("jmwst", "hetero")
         epochs = config.init_epochs if sensitivity else config.local_epochs
         load_state_arrays(self.model, arrays)

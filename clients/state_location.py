@@ -11,18 +11,15 @@ else under its own default root (``$FEDTICKET_STATE_HOME``, else
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from fedticket.snapshots import ClientSnapshots
 
-STATE_KEY = re.compile(r"[0-9a-f]{16}")
-
 
 class StateLocationError(ValueError):
-    """A node config ``state-dir`` or a server ``state-key`` that cannot name a directory."""
+    """A node config ``state-dir`` that cannot name a directory."""
 
 
 def default_state_root(environ: Mapping[str, str] | None = None) -> Path:
@@ -46,13 +43,10 @@ def state_root(node_config: Mapping[str, Any]) -> Path:
 
 
 def snapshots_for(
-    node_config: Mapping[str, Any], header: Mapping[str, Any], partition_id: int
+    node_config: Mapping[str, Any], state_key: str | None, partition_id: int
 ) -> ClientSnapshots | None:
-    """This client's snapshots for the run that sent ``header`` (None: the server keeps
-    client state in memory and sent no ``state-key``)."""
-    key = header.get("state-key")
-    if key is None:
+    """This client's snapshots for the run whose checked header (``Instructions``) named
+    ``state_key`` (None: the server keeps client state in memory)."""
+    if state_key is None:
         return None
-    if not isinstance(key, str) or not STATE_KEY.fullmatch(key):
-        raise StateLocationError(f"server sent state-key {key!r}; expected 16 hex digits")
-    return ClientSnapshots(state_root(node_config) / key, partition_id)
+    return ClientSnapshots(state_root(node_config) / state_key, partition_id)

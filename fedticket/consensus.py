@@ -21,7 +21,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-Masks = dict[str, np.ndarray]
+from fedticket.masks import Masks
 
 
 def rescale_layer_densities(

@@ -20,7 +20,11 @@ from collections.abc import Mapping
 
 import numpy as np
 
-Masks = dict[str, np.ndarray]
+from fedticket.masks import Masks
+
+#: the ``Instructions.stage`` of FLASH's stage-1 round: clients measure layer sensitivity by
+#: sparse dynamic training and reply with kept counts only
+SENSITIVITY_STAGE = "sensitivity"
 
 
 def prune_rate_at(step: int, total_steps: int, initial: float = 0.25) -> float:

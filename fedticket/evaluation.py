@@ -10,8 +10,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 from torch import nn
 
-from fedticket.data import DATASETS, global_test_set
-from fedticket.models import build_model, load_state_arrays, state_arrays
+from fedticket.data import global_test_set
+from fedticket.models import load_state_arrays, model_for, state_arrays
 from fedticket.train import EvalStats, evaluate
 
 if TYPE_CHECKING:
@@ -39,7 +39,6 @@ def build_global_evaluator(config: RunConfig, num_partitions: int) -> GlobalEval
     """The server's evaluator: the run's model (seeded as the clients build it) on CPU and the
     global test set. Raises ``DataError`` when the server cannot read the data set (a
     deployment whose images live only on the devices)."""
-    spec = DATASETS[config.dataset]
-    model = build_model(config.model, spec.input_shape, spec.num_classes, seed=config.seed)
+    model = model_for(config)
     x, y = global_test_set(config, num_partitions)
     return GlobalEvaluator(model, x, y, config.eval_batch_size)

@@ -16,6 +16,10 @@ import numpy as np
 import torch
 from torch import nn
 
+#: the wire and aggregation form of a mask: tensor name -> bool array of the tensor's shape;
+#: ``None`` (never ``{}``) where a client trains dense
+Masks = dict[str, np.ndarray]
+
 PRUNABLE_MODULES = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
 
 

@@ -8,10 +8,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from torch import nn
+
+if TYPE_CHECKING:
+    from fedticket.config import RunConfig
 
 
 @dataclass(frozen=True)
@@ -49,6 +53,17 @@ def build_model(
     with torch.random.fork_rng(devices=[]):
         torch.default_generator.manual_seed(seed)  # built on the CPU; GPU generators untouched
         return spec.build(input_shape, num_classes)
+
+
+def model_for(config: RunConfig, seed: int | None = None) -> nn.Module:
+    """The run's model for its dataset, initialised from ``seed`` (default: the run's seed,
+    the theta_0 every client and the server share)."""
+    from fedticket.data import DATASETS  # data -> models would be the natural order
+
+    spec = DATASETS[config.dataset]
+    return build_model(
+        config.model, spec.input_shape, spec.num_classes, config.seed if seed is None else seed
+    )
 
 
 class MnistCNN(nn.Module):

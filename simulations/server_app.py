@@ -19,11 +19,11 @@ from flwr.serverapp import Grid, ServerApp
 from clients import CLIENTS
 from fedticket.checkpoint import CheckpointError, load_checkpoint
 from fedticket.config import ConfigError, RunConfig
-from fedticket.data import DATASETS, DataError
+from fedticket.data import DataError
 from fedticket.environment import describe_environment
 from fedticket.evaluation import GlobalEvaluator, build_global_evaluator
 from fedticket.masks import select_layers
-from fedticket.models import batchnorm_names, build_model, state_arrays
+from fedticket.models import batchnorm_names, model_for, state_arrays
 from fedticket.protocols import PROTOCOLS
 from fedticket.results import RunDirectory, resolve_output_root
 from strategies import STRATEGIES
@@ -52,8 +52,7 @@ def run_federation(
     """The whole run on ``grid``: model, strategy, handshake, the algorithm's preparation,
     ``num-rounds`` rounds, results. ``strategy_cls`` replaces the registered strategy (tests
     drive this with an in-process grid). Raises ``NoClientsError`` before writing anything."""
-    dataset = DATASETS[config.dataset]
-    model = build_model(config.model, dataset.input_shape, dataset.num_classes, seed=config.seed)
+    model = model_for(config)
     strategy_cls = strategy_cls or STRATEGIES[config.algorithm]
     local = set(batchnorm_names(model)) if strategy_cls.local_batchnorm else set()
     initial = {name: t for name, t in state_arrays(model).items() if name not in local}

@@ -33,7 +33,6 @@ from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricReco
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
-from clients.state_location import STATE_KEY
 from fedticket.checkpoint import masks_from_arrays, masks_to_arrays, split_prefix, write_archive
 from fedticket.config import RunConfig
 from fedticket.evaluation import GlobalEvaluator
@@ -47,10 +46,20 @@ from fedticket.flower_io import (
     state_to_record,
 )
 from fedticket.ledger import CommLedger
-from fedticket.masks import mask_digest
+from fedticket.masks import Masks, mask_digest
 from fedticket.protocols import PROTOCOLS, running_best
 from fedticket.results import RunDirectory, atomic_write_bytes
 from fedticket.train import EvalStats
+from fedticket.wire.protocol import (
+    ARRAYS,
+    CONFIG,
+    DEVICE_CLASS,
+    DEVICE_ERROR,
+    PAYLOAD,
+    STATE_KEY,
+    TORCH_DEVICE,
+    Instructions,
+)
 from strategies.replies import CheckedReply, Expected, InvalidReply, MetricSpec, check_reply
 from strategies.reporting import (
     CLIENT_PROTOCOL_COLUMNS,
@@ -63,7 +72,6 @@ from strategies.reporting import (
 log = logging.getLogger("flwr")  # Flower's handlers print it in `flwr run --stream`
 
 STRATEGIES: dict[str, type[SparseStrategy]] = {}
-Masks = dict[str, np.ndarray]
 STATE_KEY_FILE = "client-state-key"
 
 
@@ -233,6 +241,15 @@ class SparseStrategy(Strategy):
         (FLASH's stage 1 measures layer sensitivity here and re-initialises the model)."""
         return initial
 
+    def client_weights(self, updates: list[ClientUpdate]) -> list[int]:
+        """Each update's weight in the aggregate: its sample count (``aggregation-weights=
+        "samples"``, FedAvg's rule; counts are checked against the handshake) or 1 each
+        (``"uniform"``, also when every count is 0)."""
+        counts = [u.num_examples for u in updates]
+        if self.config.aggregation_weights == "samples" and sum(counts) > 0:
+            return counts
+        return [1] * len(updates)
+
     def round_extras(self, server_round: int) -> dict[str, float]:
         """Algorithm-specific columns for this round's ``rounds.parquet`` row."""
         return {}
@@ -309,8 +326,8 @@ class SparseStrategy(Strategy):
         devices: Counter[str] = Counter()
         for sent, reply in outcome.ok:
             described, m = reply.node or {}, reply.metrics
-            if "device-error" in described:
-                reason = f"node {sent.node_id}: {described['device-error']}"
+            if DEVICE_ERROR in described:
+                reason = f"node {sent.node_id}: {described[DEVICE_ERROR]}"
                 if not rejoin:  # the run's device is missing: a config error, stop before training
                     raise NoClientsError(reason)
                 self._reject(server_round, sent.node_id, "error", reason)  # a late node only
@@ -331,10 +348,10 @@ class SparseStrategy(Strategy):
                 float(m.get("link-down-mbps", 0.0)),
                 float(m.get("link-latency-ms", 0.0)),
                 float(m.get("density-level", 1.0)),
-                described.get("device-class", ""),
+                described.get(DEVICE_CLASS, ""),
                 int(m["num-partitions"]),
             )
-            devices[described.get("torch-device", "?")] += 1
+            devices[described.get(TORCH_DEVICE, "?")] += 1
             if rejoin:
                 self._forget_partition(node.partition_id, node.node_id)
             self.nodes[node.node_id] = node
@@ -389,12 +406,17 @@ class SparseStrategy(Strategy):
         server_round: int,
         tensors: dict[str, np.ndarray] | None = None,
         masks: Masks | None = None,
-        instructions: dict[str, int | float | str] | None = None,
+        stage: str = "",
     ) -> Message:
-        header = {"server-round": server_round, "algorithm": self.name} | (instructions or {})
-        if self.state_on_disk:
-            header |= {"state-key": self.state_key, "checkpoint-round": self.checkpoint_round}
-        content = RecordDict({"config": ConfigRecord(header)})
+        disk = self.state_on_disk
+        header = Instructions(
+            server_round,
+            self.name,
+            self.state_key if disk else None,
+            self.checkpoint_round if disk else None,
+            stage,
+        )
+        content = RecordDict({CONFIG: ConfigRecord(header.to_dict())})
         digest = mask_digest(masks)
         if tensors is not None:
             send_masks = node is None or self.held.get(node.partition_id) != digest
@@ -405,7 +427,7 @@ class SparseStrategy(Strategy):
                 value_dtype=self.config.value_dtype,
                 compression=self.config.value_compression,
             )
-            content["arrays"], content["payload"] = record, header
+            content[ARRAYS], content[PAYLOAD] = record, header
         message = Message(
             content, dst_node_id=node_id, message_type=message_type, group_id=str(server_round)
         )
@@ -422,8 +444,8 @@ class SparseStrategy(Strategy):
         kind: str,
         dense: int,
     ) -> None:
-        arrays = message.content.get("arrays") if message.has_content() else None
-        header = message.content.get("payload") if message.has_content() else None
+        arrays = message.content.get(ARRAYS) if message.has_content() else None
+        header = message.content.get(PAYLOAD) if message.has_content() else None
         if not isinstance(arrays, ArrayRecord) or not isinstance(header, ConfigRecord):
             arrays, header = None, None  # a malformed reply: its message bytes still count
         size = message_bytes(message)
@@ -465,7 +487,7 @@ class SparseStrategy(Strategy):
             if reply.has_error():
                 outcome.failed.append((s.node_id, pid, "error", _clean_reason(reply.error.reason)))
                 continue
-            has_arrays = isinstance(reply.content.get("arrays"), ArrayRecord)
+            has_arrays = isinstance(reply.content.get(ARRAYS), ArrayRecord)
             self._record(
                 server_round, s, reply, "up", kind, self._dense_up(kind) if has_arrays else 0
             )

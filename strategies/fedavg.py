@@ -28,12 +28,7 @@ class FedAvg(SparseStrategy):
     def aggregate(
         self, server_round: int, updates: list[ClientUpdate], global_arrays: dict[str, np.ndarray]
     ) -> dict[str, np.ndarray]:
-        if self.config.aggregation_weights == "samples":
-            weights = [max(u.num_examples, 0) for u in updates]
-            if sum(weights) == 0:
-                weights = [1] * len(updates)
-        else:
-            weights = [1] * len(updates)
+        weights = self.client_weights(updates)
         return masked_mean(
             [u.arrays for u in updates], [u.masks for u in updates], weights, global_arrays
         )

@@ -58,9 +58,9 @@ from fedticket.consensus import (
     rescale_layer_densities,
     top_k_masks,
 )
-from fedticket.data import DATASETS
+from fedticket.dst import SENSITIVITY_STAGE
 from fedticket.masks import kept_share
-from fedticket.models import build_model, state_arrays
+from fedticket.models import model_for, state_arrays
 from strategies.base import ClientUpdate, Masks, NodeInfo, SparseStrategy, register_strategy
 from strategies.replies import MetricSpec
 
@@ -93,7 +93,7 @@ class Flash(SparseStrategy):
         chosen = self.sample(config.init_fraction, 1)
         messages = [
             self._message(
-                node.node_id, node, MessageType.TRAIN, 0, initial, start, {"stage": "sensitivity"}
+                node.node_id, node, MessageType.TRAIN, 0, initial, start, SENSITIVITY_STAGE
             )
             for node in chosen
         ]
@@ -119,10 +119,7 @@ class Flash(SparseStrategy):
             len(counts),
             {n: round(float(m.mean()), 4) for n, m in self.consensus.items()},
         )
-        spec = DATASETS[config.dataset]
-        fresh = state_arrays(
-            build_model(config.model, spec.input_shape, spec.num_classes, seed=config.seed + 1)
-        )
+        fresh = state_arrays(model_for(config, seed=config.seed + 1))
         return self._apply(fresh, self.consensus)
 
     # ------------------------------------------------------------------ rounds
@@ -137,11 +134,7 @@ class Flash(SparseStrategy):
         self, server_round: int, updates: list[ClientUpdate], global_arrays: dict[str, np.ndarray]
     ) -> dict[str, np.ndarray]:
         config = self.config
-        weights = (
-            [max(u.num_examples, 1) for u in updates]
-            if config.aggregation_weights == "samples"
-            else [1] * len(updates)
-        )
+        weights = self.client_weights(updates)
         masks = [u.masks or {} for u in updates]
         if config.update_mode == "coverage" or config.flash_mode == "hetero":
             merged = coverage_mean([u.arrays for u in updates], masks, weights)

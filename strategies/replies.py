@@ -28,6 +28,7 @@ import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
 
 from fedticket.flower_io import Payload, PayloadError, decode_payload
+from fedticket.wire.protocol import NODE_FIELDS
 
 #: the largest sample count a node may declare (int32): a count beyond it is a lie or a bug,
 #: and a weighted mean over counts that large would be dominated by one client
@@ -109,7 +110,6 @@ RECORDS: dict[str, dict[str, type]] = {
     "train": {"metrics": MetricRecord, "arrays": ArrayRecord, "payload": ConfigRecord},
     "evaluate": {"metrics": MetricRecord},
 }
-NODE_FIELDS = ("device-class", "torch-device", "device-error")
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,5 @@
 """Test tooling: an in-process Flower ``Grid`` that delivers each message to the real client
-handlers (``clients.base.handle_message``) with one ``Context`` per node, so strategies run
+handlers (``clients.handlers.handle_message``) with one ``Context`` per node, so strategies run
 their real ``start`` loop without Ray. Faults can be injected per (round, partition)."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterable
 
 from flwr.app import Context, Error, Message, RecordDict
 
-from clients.base import handle_message
+from clients.handlers import handle_message
 
 Fault = Callable[[Message, Message], Message | None]  # (request, reply) -> new reply or None (lost)
 

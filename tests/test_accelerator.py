@@ -106,7 +106,7 @@ def test_cpu_and_auto_give_the_same_run_twice_on_a_cpu_machine(tmp_path, monkeyp
 
 @pytest.mark.usefixtures("flower_task_identity")
 def test_a_late_node_without_the_device_is_left_out_not_the_run(tmp_path, monkeypatch) -> None:
-    import clients.base
+    import clients.handlers
 
     broken = {"now": False}
 
@@ -115,7 +115,7 @@ def test_a_late_node_without_the_device_is_left_out_not_the_run(tmp_path, monkey
             raise DeviceError(f'device="{spec}" needs CUDA, but (test) none here')
         return torch.device("cpu")
 
-    monkeypatch.setattr(clients.base, "resolve_device", resolve)
+    monkeypatch.setattr(clients.handlers, "resolve_device", resolve)
     run_config = three_client_config(
         tmp_path, device="cuda", **{"num-rounds": 3, "min-train-clients": 2}
     )

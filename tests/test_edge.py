@@ -163,7 +163,7 @@ def test_a_node_that_rejoins_with_a_new_id_takes_over_its_partition(tmp_path, ca
 
 
 def test_a_device_can_keep_its_data_elsewhere() -> None:
-    from clients.base import NodeConfigError, with_node_data_dir
+    from clients.node import NodeConfigError, with_node_data_dir
 
     config = RunConfig.from_run_config({"dataset": "mnist-idx", "data-dir": "/srv/mnist"})
     assert with_node_data_dir(config, {}).data_dir == "/srv/mnist"

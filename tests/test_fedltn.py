@@ -8,9 +8,9 @@ import pytest
 from flwr.app import RecordDict
 
 import clients.fedltn as fedltn_client
-from clients.base import ClientState
 from clients.fedltn import FedLTNClient
 from clients.lotteryfl import initial_weights
+from clients.state import ClientState
 from fedticket.aggregate import masked_mean, server_momentum
 from fedticket.config import RunConfig
 from fedticket.data import client_data

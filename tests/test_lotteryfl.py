@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from flwr.app import RecordDict
 
-from clients.base import ClientState
 from clients.lotteryfl import LotteryFLClient, initial_weights
+from clients.state import ClientState
 from fedticket.config import RunConfig
 from fedticket.data import client_data
 from fedticket.masks import apply_masks, ones_masks, prunable_names, prune_by_magnitude, prune_count

@@ -10,8 +10,8 @@ import pandas as pd
 import pytest
 from flwr.app import RecordDict
 
-from clients.base import ClientState
 from clients.fedavg import FedAvgClient
+from clients.state import ClientState
 from fedticket.config import RunConfig
 from fedticket.data import (
     client_data,

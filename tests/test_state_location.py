@@ -12,6 +12,7 @@ from clients.state_location import (
     state_root,
 )
 from fedticket.config import RunConfig
+from fedticket.wire.protocol import Instructions, ProtocolError
 from simulations.server_app import run_federation
 from tests.loopback import LoopbackGrid, three_client_config
 
@@ -28,9 +29,12 @@ def test_default_root_follows_the_clients_own_environment(tmp_path) -> None:
 
 def test_the_node_operators_state_dir_wins_and_the_server_names_only_a_key(tmp_path) -> None:
     node = {"state-dir": str(tmp_path / "mine")}
-    snapshots = snapshots_for(node, {"state-key": KEY, "state-dir": "/etc"}, 3)
+    header = Instructions.parse({"server-round": 1, "algorithm": "fedavg", "state-key": KEY})
+    snapshots = snapshots_for(node, header.state_key, 3)
     assert snapshots is not None and snapshots.directory == tmp_path / "mine" / KEY / "3"
-    assert snapshots_for(node, {"state-dir": "/etc"}, 3) is None  # no key: memory state
+    assert snapshots_for(node, None, 3) is None  # no key: memory state
+    with pytest.raises(ProtocolError, match=r"unknown fields \['state-dir'\]"):
+        Instructions.parse({"server-round": 1, "algorithm": "fedavg", "state-dir": "/etc"})
     assert state_root({}) == default_state_root()
 
 
@@ -38,8 +42,8 @@ def test_the_node_operators_state_dir_wins_and_the_server_names_only_a_key(tmp_p
     "key", ["../../etc", "/etc/passwd", "0123456789ABCDEF", "abc", "0123456789abcdef/..", 7]
 )
 def test_a_server_key_that_is_not_16_hex_digits_is_refused(key) -> None:
-    with pytest.raises(StateLocationError, match="expected 16 hex digits"):
-        snapshots_for({}, {"state-key": key}, 0)
+    with pytest.raises(ProtocolError, match="expected 16 hex digits"):
+        Instructions.parse({"server-round": 1, "algorithm": "fedavg", "state-key": key})
 
 
 @pytest.mark.parametrize("bad", ["", 5, "a\x00b", "tab\there"])
@@ -49,25 +53,32 @@ def test_a_bad_node_state_dir_is_refused(bad) -> None:
 
 
 def test_a_server_naming_a_path_writes_nothing_there(tmp_path, client_state_home) -> None:
-    """A message header that names a directory (as the server did before) is ignored: the
-    snapshots land under the client's own root, in the set the run's key names."""
+    """A header that names a directory (as the server did before) is refused by that client
+    (it fails the round, named); nothing is written there, the others keep their state
+    under their own root."""
     victim = tmp_path / "victim"
-    config = three_client_config(tmp_path / "runs", **{"client-state": "disk"})
+    config = three_client_config(
+        tmp_path / "runs",
+        **{"client-state": "disk", "min-train-clients": 2, "min-evaluate-clients": 2},
+    )
     grid = LoopbackGrid(3, config)
     original = grid.send_and_receive
 
     def forge(messages, *, timeout=None):
         for message in messages:
-            header = message.content["config"]
-            header["state-dir"] = str(victim)
+            if message.metadata.dst_node_id == 1001:
+                message.content["config"]["state-dir"] = str(victim)
         return original(messages, timeout=timeout)
 
     grid.send_and_receive = forge
     strategy = run_federation(grid, RunConfig.from_run_config(config))
     assert not victim.exists()
+    failed = [r for r in strategy.client_rows if r["status"] != "ok"]
+    assert {r["partition_id"] for r in failed} == {1}
+    assert all("unknown fields ['state-dir']" in r["reason"] for r in failed)
     key = (strategy.run_dir.path / "client-state-key").read_text()
     assert key == strategy.state_key
-    assert sorted(p.name for p in (client_state_home / key).iterdir()) == ["0", "1", "2"]
+    assert sorted(p.name for p in (client_state_home / key).iterdir()) == ["0", "2"]
 
 
 def test_a_forged_key_fails_that_client_not_the_run(tmp_path) -> None:

@@ -1,0 +1,58 @@
+"""What a client reads from its node config: the one boundary for values a device's operator
+sets (``--node-config``), each checked with the fix named."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from typing import Any
+
+from fedticket.config import RunConfig
+
+
+class NodeConfigError(ValueError):
+    """The node was started without the node config a fedticket client needs."""
+
+
+def partition_of(node_config: Mapping[str, Any]) -> tuple[int, int]:
+    """(partition id, number of partitions) from the node config.
+
+    Simulation sets both; a deployed SuperNode has them only when started with
+    ``--node-config "partition-id=K num-partitions=N"``."""
+    fix = 'start the SuperNode with --node-config "partition-id=K num-partitions=N" (0 <= K < N)'
+    if "partition-id" not in node_config or "num-partitions" not in node_config:
+        raise NodeConfigError(f"node config lacks partition-id / num-partitions; {fix}")
+    pid, n = node_config["partition-id"], node_config["num-partitions"]
+    if (
+        not isinstance(pid, int)
+        or not isinstance(n, int)
+        or isinstance(pid, bool)
+        or not 0 <= pid < n
+    ):
+        raise NodeConfigError(
+            f"node config partition-id={pid!r} num-partitions={n!r} is invalid; {fix}"
+        )
+    return pid, n
+
+
+def link_of(node_config: Mapping[str, Any], config: RunConfig) -> dict[str, float]:
+    """The node's link model: node config keys override the run config's (a Pi on Wi-Fi and
+    a Jetson on Ethernet in one federation)."""
+    link = {}
+    for key in ("link-up-mbps", "link-down-mbps", "link-latency-ms"):
+        value = node_config.get(key, getattr(config, key.replace("-", "_")))
+        if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+            raise NodeConfigError(f"node config {key}={value!r} must be a number >= 0")
+        link[key] = float(value)
+    return link
+
+
+def with_node_data_dir(config: RunConfig, node_config: Mapping[str, Any]) -> RunConfig:
+    """A device's ``--node-config "data-dir=..."`` overrides the run config's: each device
+    keeps its dataset files where it likes."""
+    data_dir = node_config.get("data-dir")
+    if data_dir is None:
+        return config
+    if not isinstance(data_dir, str) or not data_dir:
+        raise NodeConfigError(f"node config data-dir={data_dir!r} must be a non-empty path")
+    return dataclasses.replace(config, data_dir=data_dir)
