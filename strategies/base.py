@@ -201,7 +201,6 @@ class SparseStrategy(Strategy):
         self._round_started = 0.0
         self._run_started = time.perf_counter()
         self._waiting = 0.0  # seconds of this round spent waiting for client replies
-        self._train_replies = 0
         self.checkpoint_round = 0  # the last round a checkpoint holds
         #: scores the ``global`` protocol; set by the ServerApp once it knows the partitions
         self.global_evaluator: GlobalEvaluator | None = None
@@ -249,6 +248,24 @@ class SparseStrategy(Strategy):
         if self.config.aggregation_weights == "samples" and sum(counts) > 0:
             return counts
         return [1] * len(updates)
+
+    def send_stage(
+        self,
+        grid: Grid,
+        sends: list[tuple[NodeInfo, dict[str, np.ndarray], Masks | None]],
+        stage: str,
+    ) -> list[tuple[NodeInfo, CheckedReply]]:
+        """An algorithm's extra training exchange before round 1 (``prepare``; FLASH's stage
+        1): one train message per (node, tensors, mask) with ``Instructions.stage`` = ``stage``,
+        sent and timed as a round's, every reply through the reply gate and in the ledger as
+        round 0, failures recorded. Returns the good replies by node."""
+        messages = [
+            self._message(node.node_id, node, MessageType.TRAIN, 0, tensors, masks, stage)
+            for node, tensors, masks in sends
+        ]
+        outcome = self._collect(0, "train", self._send_and_receive(grid, messages))
+        self._record_failures(0, "train", outcome)
+        return [(sent.node, reply) for sent, reply in outcome.ok if sent.node is not None]
 
     def round_extras(self, server_round: int) -> dict[str, float]:
         """Algorithm-specific columns for this round's ``rounds.parquet`` row."""
@@ -605,7 +622,6 @@ class SparseStrategy(Strategy):
                 }
             )
         self._record_failures(server_round, "train", outcome)
-        self._train_replies = len(updates)
         if not updates:
             log.warning(
                 "round %s: no training update arrived; the global model is unchanged", server_round
@@ -730,13 +746,14 @@ class SparseStrategy(Strategy):
             for attempt in range(config.round_retries + 1):
                 messages = self.configure_train(server_round, record, ConfigRecord(), grid)
                 replies = self._send_and_receive(grid, messages)
-                new, _metrics = self.aggregate_train(server_round, replies)
-                if self._train_replies >= config.min_train_replies:
+                new, metrics = self.aggregate_train(server_round, replies)
+                updates = int(metrics["clients"]) if metrics is not None else 0
+                if updates >= config.min_train_replies:
                     break
                 log.warning(
                     "round %s: %d of min-train-replies=%d training replies (try %d of %d)",
                     server_round,
-                    self._train_replies,
+                    updates,
                     config.min_train_replies,
                     attempt + 1,
                     config.round_retries + 1,

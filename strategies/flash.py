@@ -36,7 +36,6 @@ import math
 from typing import ClassVar
 
 import numpy as np
-from flwr.app import MessageType
 from flwr.serverapp import Grid
 
 from fedticket.aggregate import weighted_mean
@@ -91,20 +90,14 @@ class Flash(SparseStrategy):
         shapes = {name: self.template[name].shape for name in self.prunable}
         start = random_masks(shapes, dict.fromkeys(shapes, config.density), rng)
         chosen = self.sample(config.init_fraction, 1)
-        messages = [
-            self._message(
-                node.node_id, node, MessageType.TRAIN, 0, initial, start, SENSITIVITY_STAGE
-            )
-            for node in chosen
-        ]
-        replies = grid.send_and_receive(messages, timeout=config.round_timeout)
-        outcome = self._collect(0, "train", replies)
+        replies = self.send_stage(
+            grid, [(node, initial, start) for node in chosen], SENSITIVITY_STAGE
+        )
         counts = []
-        for _sent, reply in outcome.ok:
+        for _node, reply in replies:
             kept = reply.metrics.get("layer-kept", [])
             if len(kept) == len(self.prunable):
                 counts.append(dict(zip(self.prunable, kept, strict=True)))
-        self._record_failures(0, "train", outcome)
         if counts:
             mean = {
                 n: float(np.mean([c[n] for c in counts])) / self.sizes[n] for n in self.prunable
