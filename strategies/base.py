@@ -36,20 +36,11 @@ from flwr.serverapp.strategy import Strategy
 from fedticket.checkpoint import masks_from_arrays, masks_to_arrays, split_prefix, write_archive
 from fedticket.config import RunConfig
 from fedticket.evaluation import GlobalEvaluator
-from fedticket.flower_io import (
-    dense_bytes,
-    encode_payload,
-    message_bytes,
-    payload_bytes,
-    position_bytes,
-    record_to_state,
-    state_to_record,
-)
-from fedticket.ledger import CommLedger
 from fedticket.masks import Masks, mask_digest
 from fedticket.protocols import PROTOCOLS, running_best
 from fedticket.results import RunDirectory, atomic_write_bytes
 from fedticket.train import EvalStats
+from fedticket.wire.ledger import CommLedger
 from fedticket.wire.protocol import (
     ARRAYS,
     CONFIG,
@@ -60,9 +51,19 @@ from fedticket.wire.protocol import (
     TORCH_DEVICE,
     Instructions,
 )
+from fedticket.wire.records import (
+    dense_bytes,
+    encode_payload,
+    message_bytes,
+    payload_bytes,
+    position_bytes,
+    record_to_state,
+    state_to_record,
+)
 from strategies.replies import CheckedReply, Expected, InvalidReply, MetricSpec, check_reply
 from strategies.reporting import (
     CLIENT_PROTOCOL_COLUMNS,
+    ClientRow,
     log_progress,
     restore_tables,
     round_summary,
@@ -321,18 +322,31 @@ class SparseStrategy(Strategy):
         """Leave node ``node_id`` out of the run: a failure row (phase ``query``) and a log line."""
         self.rejected[node_id] = f"{status}: {reason}"
         log.error("node %s left out of the run (%s): %s", node_id, status, reason)
-        self.client_rows.append(
-            {
-                "round": server_round,
-                "phase": "query",
-                "node_id": node_id,
-                "partition_id": partition_id,
-                "device_class": "",
-                "density_level": math.nan,
-                "status": status,
-                "reason": reason,
-            }
+        self._client_row(server_round, "query", node_id, partition_id, None, status, reason)
+
+    def _client_row(
+        self,
+        server_round: int,
+        phase: str,
+        node_id: int,
+        partition_id: int,
+        node: NodeInfo | None,
+        status: str = "ok",
+        reason: str = "",
+        **measures: float | None,
+    ) -> None:
+        row = ClientRow(
+            server_round,
+            phase,
+            node_id,
+            partition_id,
+            node.device_class if node else "",
+            node.density_level if node else math.nan,
+            status,
+            reason,
+            measures,
         )
+        self.client_rows.append(row.as_dict())
 
     def _handshake(
         self, grid: Grid, node_ids: list[int], rejoin: bool = False, server_round: int = 0
@@ -555,18 +569,7 @@ class SparseStrategy(Strategy):
                     pid,
                 )
             node = next((n for n in self.nodes.values() if n.partition_id == pid), None)
-            self.client_rows.append(
-                {
-                    "round": server_round,
-                    "phase": phase,
-                    "node_id": node_id,
-                    "partition_id": pid,
-                    "device_class": node.device_class if node else "",
-                    "density_level": node.density_level if node else math.nan,
-                    "status": status,
-                    "reason": reason,
-                }
-            )
+            self._client_row(server_round, phase, node_id, pid, node, status, reason)
 
     # ------------------------------------------------------------------ Flower Strategy API
     def configure_train(
@@ -604,22 +607,17 @@ class SparseStrategy(Strategy):
             self.held[node.partition_id] = payload.digest
             update = ClientUpdate(node, payload.tensors, payload.masks, reply.metrics)
             updates.append(update)
-            self.client_rows.append(
-                {
-                    "round": server_round,
-                    "phase": "train",
-                    "node_id": node.node_id,
-                    "partition_id": node.partition_id,
-                    "device_class": node.device_class,
-                    "density_level": node.density_level,
-                    "status": "ok",
-                    "reason": "",
-                    "num_examples": update.num_examples,
-                    "train_loss": update.metrics.get("train-loss"),
-                    "train_seconds": update.metrics.get("train-seconds"),
-                    "client_seconds": update.metrics.get("client-seconds"),
-                    "density": update.metrics.get("density"),
-                }
+            self._client_row(
+                server_round,
+                "train",
+                node.node_id,
+                node.partition_id,
+                node,
+                num_examples=update.num_examples,
+                train_loss=update.metrics.get("train-loss"),
+                train_seconds=update.metrics.get("train-seconds"),
+                client_seconds=update.metrics.get("client-seconds"),
+                density=update.metrics.get("density"),
             )
         self._record_failures(server_round, "train", outcome)
         if not updates:
@@ -656,24 +654,17 @@ class SparseStrategy(Strategy):
             assert node is not None
             self.held[node.partition_id] = sent.digest
             m["reference-accuracy"] = self.keep_reference_best(node.partition_id, m)
-            self.client_rows.append(
-                {
-                    "round": server_round,
-                    "phase": "evaluate",
-                    "node_id": node.node_id,
-                    "partition_id": node.partition_id,
-                    "device_class": node.device_class,
-                    "density_level": node.density_level,
-                    "status": "ok",
-                    "reason": "",
-                    "num_examples": int(m.get("num-examples", 0)),
-                    **{
-                        column: m.get(column.replace("_", "-"))
-                        for column in CLIENT_PROTOCOL_COLUMNS
-                    },
-                    "density": m.get("density"),
-                    "client_seconds": m.get("client-seconds"),
-                }
+            protocols = {c: m.get(c.replace("_", "-")) for c in CLIENT_PROTOCOL_COLUMNS}
+            self._client_row(
+                server_round,
+                "evaluate",
+                node.node_id,
+                node.partition_id,
+                node,
+                num_examples=int(m.get("num-examples", 0)),
+                **protocols,
+                density=m.get("density"),
+                client_seconds=m.get("client-seconds"),
             )
         self._record_failures(server_round, "evaluate", outcome)
         started_global = time.perf_counter()

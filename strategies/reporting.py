@@ -5,12 +5,13 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 
-from fedticket.ledger import CommLedger
 from fedticket.results import RunDirectory, masks_frame
+from fedticket.wire.ledger import CommLedger
 
 log = logging.getLogger("flwr")  # Flower's handlers print it in `flwr run --stream`
 
@@ -23,6 +24,15 @@ CLIENT_PROTOCOL_COLUMNS = (
     "local_age",
     "reference_accuracy",
 )
+#: what a client row measures, when it has it (a failure row has none of them)
+CLIENT_MEASURES = (
+    "num_examples",
+    "train_loss",
+    "train_seconds",
+    "client_seconds",
+    *CLIENT_PROTOCOL_COLUMNS,
+    "density",
+)
 CLIENT_COLUMNS = [
     "round",
     "phase",
@@ -32,16 +42,37 @@ CLIENT_COLUMNS = [
     "density_level",
     "status",
     "reason",
-    "num_examples",
-    "train_loss",
-    "train_seconds",
-    "client_seconds",
-    *CLIENT_PROTOCOL_COLUMNS,
-    "density",
+    *CLIENT_MEASURES,
     "message_bytes_down",
     "message_bytes_up",
     "transfer_seconds",
 ]
+
+
+@dataclass(frozen=True)
+class ClientRow:
+    """One row of ``clients.parquet`` before the ledger's traffic columns are joined on:
+    who (round, phase, node, partition, device), how it went (status ``ok``, ``error``,
+    ``timeout``, ``malformed`` or ``invalid``, and why), and what it measured."""
+
+    round: int
+    phase: str
+    node_id: int
+    partition_id: int
+    device_class: str
+    density_level: float
+    status: str = "ok"
+    reason: str = ""
+    measures: Mapping[str, float | None] = field(default_factory=dict)
+
+    def as_dict(self) -> dict:
+        unknown = set(self.measures) - set(CLIENT_MEASURES)
+        if unknown:
+            raise ValueError(f"client rows have no columns {sorted(unknown)}")
+        head = {name: getattr(self, name) for name in CLIENT_COLUMNS[:8]}
+        return head | dict(self.measures)
+
+
 #: protocols scored on the clients, each summarised over clients in the rounds table
 CLIENT_PROTOCOLS = ("served", "local", "reference")
 _TEXT = {"phase", "device_class", "status", "reason"}
