@@ -19,12 +19,12 @@ import numpy as np
 import pandas as pd
 import torch
 
-from fedticket import codec
 from fedticket.config import RunConfig
 from fedticket.data import client_data
 from fedticket.masks import prunable_names
 from fedticket.models import build_model, state_arrays
 from fedticket.train import train
+from fedticket.wire import codec
 
 RESULTS = Path(__file__).resolve().parent / "results"
 DENSITIES = [0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.38, 0.45, 0.5]
@@ -184,7 +184,7 @@ def round_bytes() -> pd.DataFrame:
     from flwr.app import ConfigRecord, Message, RecordDict
     from flwr.supercore.task_identity import TaskIdentity
 
-    from fedticket.flower_io import encode_payload, message_bytes, payload_bytes, position_bytes
+    from fedticket.wire.records import encode_payload, message_bytes, payload_bytes, position_bytes
 
     TaskIdentity.run_id = TaskIdentity.node_id = TaskIdentity.task_id = 1
     rows = []

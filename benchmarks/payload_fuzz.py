@@ -40,10 +40,13 @@ import numpy as np
 import pandas as pd
 from flwr.app import Array, ArrayRecord, ConfigRecord
 
-from fedticket import codec
-from fedticket.codec import PayloadError, Scheme
-from fedticket.flower_io import PAYLOAD_KEY, Payload, decode_payload, encode_payload
 from fedticket.results import markdown_table
+from fedticket.wire import codec
+from fedticket.wire.buffer import assemble, pack_header, varint
+from fedticket.wire.codec import PayloadError, Scheme
+from fedticket.wire.golomb import best_golomb, kept_gaps
+from fedticket.wire.positions import Choice, encode_positions
+from fedticket.wire.records import PAYLOAD_KEY, Payload, decode_payload, encode_payload
 
 RESULTS = Path(__file__).resolve().parent / "results"
 TIME_LIMIT_S = 1.0
@@ -173,12 +176,12 @@ def recode_positions(buf: bytes, mask: np.ndarray, scheme: Scheme, invert: bool)
     flat = mask.reshape(-1)
     param = 0
     if scheme == Scheme.GOLOMB:
-        _, m = codec._best_golomb(codec._gaps(~flat if invert else flat), flat.size)
+        _, m = best_golomb(kept_gaps(~flat if invert else flat), flat.size)
         param = (m << 1) | int(invert)
-    positions = codec._encode_positions(mask, codec._Choice(scheme, 0, param))
+    positions = encode_positions(mask, Choice(scheme, 0, param))
     values = buf[info.header_bytes + info.position_bytes :]
-    header = codec._header(scheme, buf[3], mask.shape, info.count, len(positions), param)
-    return codec._assemble(header, b"", positions + values)
+    header = pack_header(scheme, buf[3], mask.shape, info.count, len(positions), param)
+    return assemble(header, b"", positions + values)
 
 
 def _maybe_recode(rng: np.random.Generator, buf: bytes, mask: np.ndarray) -> bytes:
@@ -266,7 +269,7 @@ def _rewrite_varints(buf: bytes, rng: np.random.Generator) -> bytes:
     if j < ndim < len(values) and rng.random() < 0.35:
         n = int(np.prod(values[:ndim], dtype=object))
         values[ndim] = int(_pick(rng, [n, max(0, n - 1), n // 2]))
-    head = b"".join(codec._varint(v) for v in values)
+    head = b"".join(varint(v) for v in values)
     return buf[:5] + head + buf[fields[-1][1] :]
 
 

@@ -26,7 +26,6 @@ from fedticket.accelerator import DeviceError, resolve_device, set_deterministic
 from fedticket.config import RunConfig
 from fedticket.data import ClientData, client_data
 from fedticket.devices import density_level, device_class
-from fedticket.flower_io import Payload, decode_payload, encode_payload
 from fedticket.masks import mask_digest
 from fedticket.models import batchnorm_names, model_for, state_arrays
 from fedticket.wire.protocol import (
@@ -44,6 +43,7 @@ from fedticket.wire.protocol import (
     TORCH_DEVICE,
     Instructions,
 )
+from fedticket.wire.records import Payload, decode_payload, encode_payload
 
 log = logging.getLogger("flwr")
 

@@ -7,8 +7,8 @@ from collections.abc import Mapping
 import numpy as np
 from flwr.app import ConfigRecord, RecordDict
 
-from fedticket.flower_io import record_to_state, state_to_record
 from fedticket.masks import Masks
+from fedticket.wire.records import record_to_state, state_to_record
 
 
 class ClientState:

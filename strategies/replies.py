@@ -12,7 +12,7 @@ before it has passed here:
   integral where it counts something, in range (accuracy in [0, 1], a non-negative loss),
   ``num-examples`` at most what the node declared in its handshake, ``partition-id`` the
   handshake's;
-* the payload: ``fedticket.flower_io.decode_payload`` checks structure, shapes, masks against
+* the payload: ``fedticket.wire.records.decode_payload`` checks structure, shapes, masks against
   the header's digest; here every decoded value must also be finite (one NaN weight would
   make the global model NaN).
 """
@@ -27,8 +27,8 @@ from typing import Any
 import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
 
-from fedticket.flower_io import Payload, PayloadError, decode_payload
 from fedticket.wire.protocol import NODE_FIELDS
+from fedticket.wire.records import Payload, PayloadError, decode_payload
 
 #: the largest sample count a node may declare (int32): a count beyond it is a lie or a bug,
 #: and a weighted mean over counts that large would be dominated by one client

@@ -8,8 +8,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fedticket import codec
-from fedticket.codec import PayloadError, Scheme
+from fedticket.wire import codec
+from fedticket.wire.buffer import varint
+from fedticket.wire.codec import PayloadError, Scheme
 
 
 def _mask(rng: np.random.Generator, shape: tuple[int, ...], d: float) -> np.ndarray:
@@ -104,12 +105,7 @@ def test_integer_buffers_travel_in_their_own_dtype() -> None:
 
 # ------------------------------------------------------------------ bad input
 def test_hostile_header_claiming_a_trillion_entries_is_refused_before_allocating() -> None:
-    header = (
-        bytes([0xF7, 1, Scheme.FULL, 1, 1])
-        + codec._varint(10**12)
-        + codec._varint(10**12)
-        + b"\x00\x00"
-    )
+    header = bytes([0xF7, 1, Scheme.FULL, 1, 1]) + varint(10**12) + varint(10**12) + b"\x00\x00"
     buf = header + struct.pack("<I", zlib.crc32(header))
     with pytest.raises(PayloadError, match="more than the limit"):
         codec.decode_tensor(buf, name="fc1.weight")

@@ -33,10 +33,13 @@ from benchmarks.payload_fuzz import (
     reseal,
     run_case,
 )
-from fedticket import codec
-from fedticket.codec import PayloadError, Scheme
-from fedticket.flower_io import PAYLOAD_KEY, decode_payload, encode_payload
 from fedticket.masks import mask_digest
+from fedticket.wire import codec
+from fedticket.wire.buffer import pack_header
+from fedticket.wire.codec import PayloadError, Scheme
+from fedticket.wire.enumerative import count_code, count_table
+from fedticket.wire.records import PAYLOAD_KEY, decode_payload, encode_payload
+from fedticket.wire.values import MAX_EXPANSION
 
 FUZZ = settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 seeds = st.integers(0, 2**32 - 1)
@@ -60,12 +63,12 @@ def _peak(fn: Callable[[], object]) -> tuple[int, float, BaseException | None]:
 
 def _sealed(scheme: Scheme, value_code: int, shape, count: int, body: bytes, param=0) -> bytes:
     """A buffer with a hand-written header and a correct checksum."""
-    header = codec._header(scheme, value_code, tuple(shape), count, 0, param)
+    header = pack_header(scheme, value_code, tuple(shape), count, 0, param)
     return reseal(header + bytes(4) + body)
 
 
 def _sealed_positions(scheme: Scheme, shape, count: int, positions: bytes, param=0) -> bytes:
-    header = codec._header(scheme, 0, tuple(shape), count, len(positions), param)
+    header = pack_header(scheme, 0, tuple(shape), count, len(positions), param)
     return reseal(header + bytes(4) + positions)
 
 
@@ -237,12 +240,12 @@ def test_the_expansion_bound_admits_the_most_compressible_values(method) -> None
     buf = codec.encode_tensor(zeros, compression=method)
     info = codec.inspect(buf)
     assert info.compression == method
-    assert info.value_bytes * codec.MAX_EXPANSION[method] >= zeros.nbytes
+    assert info.value_bytes * MAX_EXPANSION[method] >= zeros.nbytes
     dense, _ = codec.decode_tensor(buf)
     assert np.array_equal(dense, zeros)
     code = codec.VALUE_DTYPES["float32"] | codec.COMPRESSIONS[method] << 4
     stream = buf[info.header_bytes :]
-    claim = len(stream) * codec.MAX_EXPANSION[method] // 4 + 1
+    claim = len(stream) * MAX_EXPANSION[method] // 4 + 1
     with pytest.raises(PayloadError, match="cannot hold"):
         codec.decode_tensor(_sealed(Scheme.FULL, code, (claim,), claim, stream), max_entries=claim)
 
@@ -346,16 +349,16 @@ def test_enum_rows_of_a_thousand_densities_decode_without_thrashing_the_code_cac
     rng = np.random.default_rng(3)
     mask = rng.random((1000, 640)) < np.linspace(0.001, 0.999, 1000)[:, None]
     buf = recode_positions(codec.encode_mask(mask), mask, Scheme.ENUM_ROWS, False)
-    codec._count_code.cache_clear()
-    codec._count_table.cache_clear()
+    count_code.cache_clear()
+    count_table.cache_clear()
     start = time.perf_counter()
     assert np.array_equal(codec.decode_mask(buf), mask)
     assert time.perf_counter() - start < TIME_LIMIT_S
-    built = codec._count_code.cache_info().misses
+    built = count_code.cache_info().misses
     assert built > 256
     start = time.perf_counter()
     assert np.array_equal(codec.decode_mask(buf), mask)
-    assert codec._count_code.cache_info().misses == built  # nothing rebuilt from scratch
+    assert count_code.cache_info().misses == built  # nothing rebuilt from scratch
     assert time.perf_counter() - start < TIME_LIMIT_S / 2
 
 

@@ -16,10 +16,10 @@ import pandas as pd
 import pytest
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 
-from fedticket import codec
 from fedticket.config import RunConfig
-from fedticket.flower_io import encode_payload
 from fedticket.masks import mask_digest
+from fedticket.wire import codec
+from fedticket.wire.records import encode_payload
 from simulations.server_app import run_federation
 from tests.loopback import LoopbackGrid
 

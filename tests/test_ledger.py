@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fedticket.ledger import COLUMNS, CommLedger
+from fedticket.wire.ledger import COLUMNS, CommLedger
 
 
 def test_ledger_rows_and_totals_by_round_and_direction() -> None:
@@ -79,7 +79,7 @@ def test_payload_and_message_bytes_are_measured_on_the_built_message(
     from flwr.app import Message, RecordDict
     from flwr.supercore.inflatable.inflatable_object import get_all_nested_objects
 
-    from fedticket.flower_io import dense_bytes, encode_payload, message_bytes, payload_bytes
+    from fedticket.wire.records import dense_bytes, encode_payload, message_bytes, payload_bytes
 
     tensors = {"w": np.ones((20, 10), np.float32), "b": np.zeros(20, np.float32)}
     record, header = encode_payload(tensors)

@@ -1,10 +1,11 @@
-"""The one place that turns fedticket payloads into Flower records and measures messages.
+"""The one place that turns fedticket payloads into Flower records and measures messages (the
+wire package's only module that imports ``flwr``).
 
-A payload is one codec buffer per tensor (``fedticket.codec``), concatenated into a single raw
-uint8 ``Array`` (exactly the codec's bytes: no .npy header, no pickle; one Array instead of one
-per tensor saves Flower's ~300 B object overhead per tensor), plus a ``ConfigRecord`` header:
-codec version, tensor names and buffer lengths, which tensors are masked, the mask digest and
-whether the positions were sent (a mask the receiver already holds is not).
+A payload is one codec buffer per tensor (``fedticket.wire.codec``), concatenated into a single
+raw uint8 ``Array`` (exactly the codec's bytes: no .npy header, no pickle; one Array instead of
+one per tensor saves Flower's ~300 B object overhead per tensor), plus a ``ConfigRecord``
+header: codec version, tensor names and buffer lengths, which tensors are masked, the mask
+digest and whether the positions were sent (a mask the receiver already holds is not).
 """
 
 from __future__ import annotations
@@ -22,9 +23,9 @@ from flwr.supercore.inflatable.inflatable_object import (
     no_object_id_recompute,
 )
 
-from fedticket import codec
-from fedticket.codec import PayloadError
 from fedticket.masks import mask_digest
+from fedticket.wire import codec
+from fedticket.wire.codec import PayloadError
 
 __all__ = ["Payload", "PayloadError", "decode_payload", "encode_payload", "message_bytes"]
 

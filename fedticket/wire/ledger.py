@@ -2,7 +2,7 @@
 
 Algorithms never count bytes; the strategy base records every message it sends and every reply
 it receives, with sizes measured on the encoded payload and the serialized Flower message
-(``fedticket.flower_io``). Totals, ratios vs dense and per-client cumulative bytes are queries on
+(``fedticket.wire.records``). Totals, ratios vs dense and per-client cumulative bytes are queries on
 this table, never separate counters.
 
 Columns
