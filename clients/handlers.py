@@ -43,7 +43,7 @@ from fedticket.wire.protocol import (
     TORCH_DEVICE,
     Instructions,
 )
-from fedticket.wire.records import Payload, decode_payload, encode_payload
+from fedticket.wire.records import Payload, decode_payload, encode_payload, needs_held_mask
 
 log = logging.getLogger("flwr")
 
@@ -118,11 +118,7 @@ def serve_round(
     full = state_arrays(model)
     local_names = batchnorm_names(model) if client_cls.local_batchnorm else []
     payload_header = message.content[PAYLOAD]
-    if (
-        not payload_header.get("masks-sent", True)
-        and payload_header.get("masked")
-        and state.masks() is None
-    ):
+    if needs_held_mask(payload_header) and state.masks() is None:
         log.warning(
             "fedticket client: partition %s holds no mask in round %s although the server "
             "cached one here: its state was lost (a restarted SuperNode?); this round fails "

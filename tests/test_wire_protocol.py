@@ -49,3 +49,15 @@ def test_the_header_the_server_sends_has_the_keys_it_always_had() -> None:
 def test_a_bad_header_is_refused_with_the_field_named(raw, message) -> None:
     with pytest.raises(ProtocolError, match=message):
         Instructions.parse(raw)
+
+
+def test_a_receiver_can_tell_a_payload_that_needs_its_held_mask() -> None:
+    import numpy as np
+
+    from fedticket.wire.records import encode_payload, needs_held_mask
+
+    tensors = {"w": np.ones((4, 4), np.float32)}
+    masks = {"w": np.eye(4, dtype=bool)}
+    assert not needs_held_mask(encode_payload(tensors, masks, send_masks=True)[1])
+    assert needs_held_mask(encode_payload(tensors, masks, send_masks=False)[1])
+    assert not needs_held_mask(encode_payload(tensors)[1])  # dense: nothing to hold

@@ -189,6 +189,12 @@ def _contradiction(
     return None
 
 
+def needs_held_mask(header: Mapping[str, object]) -> bool:
+    """Whether a payload left its masks' positions out (the receiver must hold them): what a
+    receiver checks before decoding, to explain a "stale mask state" failure."""
+    return not header.get("masks-sent", True) and bool(header.get("masked"))
+
+
 def decode_payload(
     record: ArrayRecord,
     header: ConfigRecord,
