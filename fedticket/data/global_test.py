@@ -1,0 +1,36 @@
+"""The server's global test set: the test pool, or every client's local test split pooled."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from fedticket.data.clients import client_indices
+from fedticket.data.datasets import load_pool
+from fedticket.data.keys import _data_key
+from fedticket.data.registry import DataError
+from fedticket.data.test_sets import _pool_split
+
+if TYPE_CHECKING:
+    from fedticket.config import RunConfig
+
+
+def global_test_indices(config: RunConfig, num_partitions: int) -> np.ndarray:
+    """The held-out test set of all classes that the server scores its global model on: the
+    test pool (``label-pool``), or every client's local test split pooled (``split``; no image
+    of it is trained on)."""
+    if num_partitions < 1:
+        raise DataError(f"num-partitions must be >= 1, got {num_partitions}")
+    config = _data_key(config)
+    if config.local_test == "label-pool":
+        return _pool_split(config)[1]
+    tests = [client_indices(config, pid, num_partitions)[2] for pid in range(num_partitions)]
+    return np.sort(np.concatenate(tests))
+
+
+def global_test_set(config: RunConfig, num_partitions: int) -> tuple[np.ndarray, np.ndarray]:
+    """(x, y) of ``global_test_indices``."""
+    pool = load_pool(config.dataset, config.data_dir, config.download)
+    index = global_test_indices(config, num_partitions)
+    return pool.x[index], pool.y[index]
