@@ -18,18 +18,20 @@ Modules:
 - ``registry``: ``DataError``, ``Pool``, the ``DATASETS`` and ``PARTITIONERS`` registries.
 - ``datasets``: the dataset loaders and ``load_pool``, the per-process pool cache.
 - ``keys``: ``DATA_KEYS``, the run-config keys that shape the data, and the cache key of them.
-- ``test_sets``: the held-out test pool, ``label_quotas`` and each client's local test draw.
+- ``holdout``: the held-out test pool, ``label_quotas`` and each client's local test draw.
 - ``partitions``: the partitioners (iid, dirichlet, shards) and ``partition``.
 - ``clients``: ``ClientData``, ``client_indices`` and the cached ``client_data``.
-- ``global_test``: the server's global test set.
+- ``global_holdout``: the server's global test set.
+
+No module is named ``test_*`` or ``*_test``: Flower leaves such files out of the app bundle.
 """
 
 from fedticket.data.clients import ClientData, client_data, client_indices, split_validation
 from fedticket.data.datasets import load_mnist_idx, load_pool, read_idx
-from fedticket.data.global_test import global_test_indices, global_test_set
+from fedticket.data.global_holdout import global_test_indices, global_test_set
+from fedticket.data.holdout import label_quotas, split_test_pool, split_train_test
 from fedticket.data.partitions import partition
 from fedticket.data.registry import DATASETS, PARTITIONERS, DataError
-from fedticket.data.test_sets import label_quotas, split_test_pool, split_train_test
 
 __all__ = [
     "DATASETS",

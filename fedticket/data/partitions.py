@@ -8,9 +8,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from fedticket.data.datasets import load_pool
+from fedticket.data.holdout import _pool_split
 from fedticket.data.keys import _data_key
 from fedticket.data.registry import PARTITIONERS, DataError, register_partitioner
-from fedticket.data.test_sets import _pool_split
 
 if TYPE_CHECKING:
     from fedticket.config import RunConfig
