@@ -46,6 +46,11 @@ from fedticket.wire.protocol import (
     CONFIG,
     DEVICE_CLASS,
     DEVICE_ERROR,
+    NUM_EXAMPLES,
+    NUM_PARTITIONS,
+    NUM_TEST,
+    NUM_TRAIN,
+    PARTITION_ID,
     PAYLOAD,
     STATE_KEY,
     TORCH_DEVICE,
@@ -121,7 +126,7 @@ class ClientUpdate:
 
     @property
     def num_examples(self) -> int:
-        return int(self.metrics.get("num-examples", 0))
+        return int(self.metrics.get(NUM_EXAMPLES, 0))
 
 
 @dataclass
@@ -173,8 +178,8 @@ class SparseStrategy(Strategy):
     #: True: BatchNorm tensors stay on the clients and are left out of ``template`` and of
     #: every message (FedLTN); must match the client's ``FederatedClient.local_batchnorm``.
     local_batchnorm: ClassVar[bool] = False
-    #: metrics the algorithm's clients add to the base ones (``strategies.replies``): a reply
-    #: with any other metric is refused
+    #: metrics the algorithm's clients add to the base ones (``strategies.replies``); metrics
+    #: named nowhere are dropped unread
     train_metrics: ClassVar[Mapping[str, MetricSpec]] = {}
     evaluate_metrics: ClassVar[Mapping[str, MetricSpec]] = {}
 
@@ -363,24 +368,24 @@ class SparseStrategy(Strategy):
                     raise NoClientsError(reason)
                 self._reject(server_round, sent.node_id, "error", reason)  # a late node only
                 continue
-            if m["partition-id"] >= m["num-partitions"]:
+            if m[PARTITION_ID] >= m[NUM_PARTITIONS]:
                 reason = (
-                    f"partition-id {m['partition-id']} is not below its "
-                    f"num-partitions {m['num-partitions']}"
+                    f"partition-id {m[PARTITION_ID]} is not below its "
+                    f"num-partitions {m[NUM_PARTITIONS]}"
                 )
                 self._reject(server_round, sent.node_id, "invalid", reason)
                 continue
             node = NodeInfo(
                 sent.node_id,
-                int(m["partition-id"]),
-                int(m["num-train"]),
-                int(m["num-test"]),
+                int(m[PARTITION_ID]),
+                int(m[NUM_TRAIN]),
+                int(m[NUM_TEST]),
                 float(m.get("link-up-mbps", 0.0)),
                 float(m.get("link-down-mbps", 0.0)),
                 float(m.get("link-latency-ms", 0.0)),
                 float(m.get("density-level", 1.0)),
                 described.get(DEVICE_CLASS, ""),
-                int(m["num-partitions"]),
+                int(m[NUM_PARTITIONS]),
             )
             devices[described.get(TORCH_DEVICE, "?")] += 1
             if rejoin:
@@ -541,9 +546,9 @@ class SparseStrategy(Strategy):
             return Expected("query")
         node = sent.node
         handshake = {
-            "partition-id": node.partition_id,
-            "num-train": node.num_train,
-            "num-test": node.num_test,
+            PARTITION_ID: node.partition_id,
+            NUM_TRAIN: node.num_train,
+            NUM_TEST: node.num_test,
         }
         extra = self.train_metrics if kind == "train" else self.evaluate_metrics
         return Expected(kind, handshake, self.template, sent.masks, extra)
@@ -661,7 +666,7 @@ class SparseStrategy(Strategy):
                 node.node_id,
                 node.partition_id,
                 node,
-                num_examples=int(m.get("num-examples", 0)),
+                num_examples=int(m.get(NUM_EXAMPLES, 0)),
                 **protocols,
                 density=m.get("density"),
                 client_seconds=m.get("client-seconds"),

@@ -19,6 +19,7 @@ before it has passed here:
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -27,7 +28,14 @@ from typing import Any
 import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
 
-from fedticket.wire.protocol import NODE_FIELDS
+from fedticket.wire.protocol import (
+    NODE_FIELDS,
+    NUM_EXAMPLES,
+    NUM_PARTITIONS,
+    NUM_TEST,
+    NUM_TRAIN,
+    PARTITION_ID,
+)
 from fedticket.wire.records import Payload, PayloadError, decode_payload
 
 #: the largest sample count a node may declare (int32): a count beyond it is a lie or a bug,
@@ -68,32 +76,29 @@ class MetricSpec:
 COUNT = MetricSpec(low=0, high=MAX_EXAMPLES, integer=True)
 SECONDS = MetricSpec(low=0)
 SHARE = MetricSpec(low=0, high=1)
+REQUIRED_COUNT = MetricSpec(low=0, high=MAX_EXAMPLES, integer=True, required=True)
 
 QUERY_METRICS: dict[str, MetricSpec] = {
-    "partition-id": MetricSpec(low=0, high=MAX_EXAMPLES, integer=True, required=True),
-    "num-partitions": MetricSpec(low=1, high=MAX_EXAMPLES, integer=True, required=True),
-    "num-train": MetricSpec(low=0, high=MAX_EXAMPLES, integer=True, required=True),
-    "num-test": MetricSpec(low=0, high=MAX_EXAMPLES, integer=True, required=True),
+    PARTITION_ID: REQUIRED_COUNT,
+    NUM_PARTITIONS: MetricSpec(low=1, high=MAX_EXAMPLES, integer=True, required=True),
+    NUM_TRAIN: REQUIRED_COUNT,
+    NUM_TEST: REQUIRED_COUNT,
     "link-up-mbps": MetricSpec(low=0, high=1e6),
     "link-down-mbps": MetricSpec(low=0, high=1e6),
     "link-latency-ms": MetricSpec(low=0, high=1e6),
     "density-level": MetricSpec(low=0, high=1),
 }
 TRAIN_METRICS: dict[str, MetricSpec] = {
-    "partition-id": MetricSpec(low=0, high=MAX_EXAMPLES, integer=True, required=True),
-    "num-examples": MetricSpec(
-        low=0, high=MAX_EXAMPLES, integer=True, required=True, bound="num-train"
-    ),
+    PARTITION_ID: REQUIRED_COUNT,
+    NUM_EXAMPLES: dataclasses.replace(REQUIRED_COUNT, bound=NUM_TRAIN),
     "train-loss": MetricSpec(low=0, required=True),
     "train-seconds": SECONDS,
     "client-seconds": SECONDS,
     "density": SHARE,
 }
 EVALUATE_METRICS: dict[str, MetricSpec] = {
-    "partition-id": MetricSpec(low=0, high=MAX_EXAMPLES, integer=True, required=True),
-    "num-examples": MetricSpec(
-        low=0, high=MAX_EXAMPLES, integer=True, required=True, bound="num-test"
-    ),
+    PARTITION_ID: REQUIRED_COUNT,
+    NUM_EXAMPLES: dataclasses.replace(REQUIRED_COUNT, bound=NUM_TEST),
     "served-loss": MetricSpec(low=0, required=True),
     "served-accuracy": MetricSpec(low=0, high=1, required=True),
     # NaN: the client has not trained yet (no local model), or has no score yet
@@ -152,7 +157,7 @@ def check_reply(reply: Message, expected: Expected) -> CheckedReply:
     specs = base | dict(expected.extra_metrics or {})
     metrics = check_metrics(dict(content["metrics"]), specs, expected.handshake or {})
     if expected.handshake is not None:
-        claimed, known = metrics["partition-id"], expected.handshake["partition-id"]
+        claimed, known = metrics[PARTITION_ID], expected.handshake[PARTITION_ID]
         if claimed != known:
             raise InvalidReply(f"reply claims partition {claimed}; its handshake said {known}")
     if kind == "query":
