@@ -20,10 +20,10 @@ import pandas as pd
 import torch
 
 from fedticket.config import RunConfig
-from fedticket.data import client_data
-from fedticket.masks import prunable_names
-from fedticket.models import build_model, state_arrays
-from fedticket.train import train
+from fedticket.learn.data import client_data
+from fedticket.learn.models import build_model, state_arrays
+from fedticket.learn.train import train
+from fedticket.sparse.masks import prunable_names
 from fedticket.wire import codec
 
 RESULTS = Path(__file__).resolve().parent / "results"

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from fedticket.protocols import PROTOCOLS
-from fedticket.results import markdown_table
-from fedticket.summaries import LAST_K, mean_std, over_seeds, run_summary, seeds_table
+from fedticket.analysis.summaries import LAST_K, mean_std, over_seeds, run_summary, seeds_table
+from fedticket.learn.eval_protocols import PROTOCOLS
+from fedticket.store.results import markdown_table
 from simulations.launcher import PROJECT_DIR, LaunchResult, launch
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -98,7 +98,7 @@ def run_seeded(
 
 def run_metrics(run_dir: Path) -> dict:
     """What every reproduction reports of one run: each protocol's final value, mean of the
-    last ``LAST_K`` evaluations and std over clients (``fedticket.summaries``), bytes both
+    last ``LAST_K`` evaluations and std over clients (``fedticket.analysis.summaries``), bytes both
     directions and the final mean density."""
     rounds = pd.read_parquet(run_dir / "rounds.parquet")
     comm = pd.read_parquet(run_dir / "comm.parquet")

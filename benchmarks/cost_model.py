@@ -29,8 +29,8 @@ import pandas as pd
 
 from benchmarks.common import RESULTS, write_table
 from benchmarks.scale import launch_measuring_memory
-from fedticket.data import DATASETS
-from fedticket.models import build_model
+from fedticket.learn.data import DATASETS
+from fedticket.learn.models import build_model
 
 NUM_CLIENTS = 40
 BASE = {"clients_per_round": 20, "model": "mnist-cnn", "density": 0.1}

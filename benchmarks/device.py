@@ -30,8 +30,8 @@ import pandas as pd
 import torch
 
 from benchmarks.common import RESULTS, write_table
-from fedticket.accelerator import DeviceError, resolve_device
 from fedticket.config import RunConfig, parse_run_config_string
+from fedticket.learn.torch_device import DeviceError, resolve_device
 from simulations.launcher import launch
 from strategies.reporting import WALL_CLOCK_COLUMNS
 

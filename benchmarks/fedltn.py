@@ -3,7 +3,7 @@ rounds) under two protocols.
 
 Runs ``simulations/presets/fedltn-mnist.toml`` through ``flwr run`` (10 label-skewed clients,
 the BN CNN, every client every round) once per variant and seed, and writes two tables, each
-mean +- std over seeds of the last 3 evaluations (``fedticket.summaries``):
+mean +- std over seeds of the last 3 evaluations (``fedticket.analysis.summaries``):
 
 (a) the paper's own protocol: FedLTN's and LotteryFL's best-ever personalised accuracy
     (``reference``, as both codes print) against FedAvg's global accuracy (``global``);

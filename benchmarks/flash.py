@@ -4,7 +4,7 @@ protocols.
 Runs ``simulations/presets/flash-mnist.toml`` through ``flwr run`` (20 simulated clients, 5 per
 round) once per variant and seed, 200 rounds by default (the sparse models were still climbing
 at round 100), and writes two tables, each mean +- std over seeds of the last 3 evaluations
-(``fedticket.summaries``):
+(``fedticket.analysis.summaries``):
 
 (a) the paper's own protocol: every variant's global model on a test set of all classes
     (``global``; FLASH reports nothing else);

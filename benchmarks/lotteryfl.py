@@ -2,7 +2,7 @@
 
 Runs ``simulations/presets/{lotteryfl,fedavg}-mnist.toml`` through ``flwr run`` (simulation
 engine, 100 label-shard clients, 20 per round) once per variant and seed, and writes two tables,
-each mean +- std over seeds of the last 3 evaluations (``fedticket.summaries``):
+each mean +- std over seeds of the last 3 evaluations (``fedticket.analysis.summaries``):
 
 (a) the paper's own protocol: LotteryFL's best-ever accuracy on 80 random local-test images
     (``reference``, what its code prints) against FedAvg's global accuracy (``global``);

@@ -30,9 +30,9 @@ import torch
 
 from benchmarks.common import RESULTS, write_table
 from fedticket.config import RunConfig
-from fedticket.data import DATASETS, client_data
-from fedticket.models import build_model
-from fedticket.train import train
+from fedticket.learn.data import DATASETS, client_data
+from fedticket.learn.models import build_model
+from fedticket.learn.train import train
 from simulations.launcher import launch
 
 

@@ -40,7 +40,7 @@ import numpy as np
 import pandas as pd
 from flwr.app import Array, ArrayRecord, ConfigRecord
 
-from fedticket.results import markdown_table
+from fedticket.store.results import markdown_table
 from fedticket.wire import codec
 from fedticket.wire.buffer import assemble, pack_header, varint
 from fedticket.wire.codec import PayloadError, Scheme

@@ -17,12 +17,12 @@ from torch import nn
 
 from clients.state import ClientState, Masks
 from fedticket.config import RunConfig
-from fedticket.data import ClientData
-from fedticket.masks import kept_share as density
-from fedticket.models import load_state_arrays
-from fedticket.protocols import reference_sample, running_best
-from fedticket.train import EvalStats
-from fedticket.train import evaluate as evaluate_model
+from fedticket.learn.data import ClientData
+from fedticket.learn.eval_protocols import reference_sample, running_best
+from fedticket.learn.models import load_state_arrays
+from fedticket.learn.train import EvalStats
+from fedticket.learn.train import evaluate as evaluate_model
+from fedticket.sparse.masks import kept_share as density
 
 __all__ = ["CLIENTS", "ClientState", "FederatedClient", "Masks", "density", "register_client"]
 
@@ -91,7 +91,7 @@ class FederatedClient:
     def evaluate(
         self, server_round: int, arrays: dict[str, np.ndarray], masks: Masks | None
     ) -> dict[str, float]:
-        """The client-side protocols (``fedticket.protocols``): the served model and the
+        """The client-side protocols (``fedticket.learn.eval_protocols``): the served model and the
         client's own latest trained model on its whole local test set, and the reference
         best-ever score updated with the served model on a random 80-image sample."""
         served = self.score(arrays)

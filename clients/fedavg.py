@@ -2,8 +2,8 @@
 
 Implementation based on McMahan et al., AISTATS 2017 (https://arxiv.org/abs/1602.05629).
 When the server sends a mask (a sub-network), the client trains under it and replies with the
-kept entries only. Its ``local`` protocol score (``fedticket.protocols``) is the global model
-after one round of local training: FedAvg plus local fine-tuning, the fair personalised
+kept entries only. Its ``local`` protocol score (``fedticket.learn.eval_protocols``) is the global
+model after one round of local training: FedAvg plus local fine-tuning, the fair personalised
 baseline.
 """
 
@@ -12,9 +12,9 @@ from __future__ import annotations
 import numpy as np
 
 from clients.base import FederatedClient, Masks, register_client
-from fedticket.masks import Mask
-from fedticket.models import load_state_arrays, state_arrays
-from fedticket.train import train
+from fedticket.learn.models import load_state_arrays, state_arrays
+from fedticket.learn.train import train
+from fedticket.sparse.masks import Mask
 
 
 @register_client("fedavg")

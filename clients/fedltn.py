@@ -11,9 +11,10 @@ tensors (gamma, beta, running statistics; the model's init the first time); (2) 
 ``local-epochs`` with its mask held; (3) evaluates the *trained* model on its validation split
 (``gate-data``) and, if that accuracy is strictly above ``acc-threshold`` and a layer is still
 above its target count, removes floor(``prune-rate`` x alive) entries of smallest |w| per layer,
-the last step clamped to exactly ceil(``target-density`` x size) per layer (``fedticket.ltn``);
-(4) replies with the kept trained values (nothing rewinds to theta_0), the biases and, when it
-pruned, its new mask. No training follows the prune in the same round.
+the last step clamped to exactly ceil(``target-density`` x size) per layer
+(``fedticket.sparse.ltn_schedule``); (4) replies with the kept trained values (nothing rewinds to
+theta_0), the biases and, when it pruned, its new mask. No training follows the prune in the same
+round.
 
 Jump-Start ``local`` (spec 1.5, alternative reading): on its first participation a client runs
 S_js = ceil(S_total / 2) extra train -> gate -> prune cycles before the round's own cycle, with
@@ -22,8 +23,8 @@ starts from the ticket the server sends.
 
 Deviations and open choices: gradients are masked (mask-based freeze, not LotteryFL's
 |w| < 1e-6); the gate uses the validation split, not the test split; BN tensors are never
-pruned; no fine-tuning phase; accuracy under every protocol of ``fedticket.protocols`` (the
-code's best-ever is the ``reference`` one; there is no ``global`` one: BN never leaves).
+pruned; no fine-tuning phase; accuracy under every protocol of ``fedticket.learn.eval_protocols``
+(the code's best-ever is the ``reference`` one; there is no ``global`` one: BN never leaves).
 """
 
 from __future__ import annotations
@@ -32,9 +33,9 @@ import numpy as np
 
 from clients.base import Masks, register_client
 from clients.lotteryfl import LotteryFLClient
-from fedticket.ltn import jumpstart_steps, post_prune_counts
-from fedticket.masks import apply_masks, kept_share, prune_smallest
-from fedticket.models import load_state_arrays, state_arrays
+from fedticket.learn.models import load_state_arrays, state_arrays
+from fedticket.sparse.ltn_schedule import jumpstart_steps, post_prune_counts
+from fedticket.sparse.masks import apply_masks, kept_share, prune_smallest
 
 
 @register_client("fedltn")

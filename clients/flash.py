@@ -8,9 +8,9 @@ Implementation based on Babakniya et al., TMLR 2023 (FLASH) and its reference co
   with the prune rate decayed linearly over the local steps; replies with the per-layer kept
   counts only (the figure's "sensitivity": no weights travel).
 - SPDST: masked training on the received mask, which comes back unchanged.
-- JMWST / hetero: the same, plus one prune-and-regrow update (``fedticket.dst``) after the step
-  of batch floor(nb / 2) when training one epoch (at the end of each epoch but the last when
-  more); replies with the weights under the evolved mask and that mask.
+- JMWST / hetero: the same, plus one prune-and-regrow update (``fedticket.sparse.prune_regrow``)
+  after the step of batch floor(nb / 2) when training one epoch (at the end of each epoch but the
+  last when more); replies with the weights under the evolved mask and that mask.
 
 Deviation: gradients are masked too (the code masks only the weights after each step, which is
 the same for plain SGD but not with momentum).
@@ -21,10 +21,10 @@ from __future__ import annotations
 import numpy as np
 
 from clients.base import FederatedClient, Masks, register_client
-from fedticket.dst import SENSITIVITY_STAGE, prune_and_regrow, prune_rate_at
-from fedticket.masks import Mask
-from fedticket.models import load_state_arrays, state_arrays
-from fedticket.train import train
+from fedticket.learn.models import load_state_arrays, state_arrays
+from fedticket.learn.train import train
+from fedticket.sparse.masks import Mask
+from fedticket.sparse.prune_regrow import SENSITIVITY_STAGE, prune_and_regrow, prune_rate_at
 
 
 @register_client("flash")

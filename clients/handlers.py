@@ -22,12 +22,12 @@ from clients.base import CLIENTS, FederatedClient, density
 from clients.node import link_of, partition_of, with_node_data_dir
 from clients.state import ClientState
 from clients.state_location import snapshots_for
-from fedticket.accelerator import DeviceError, resolve_device, set_deterministic
 from fedticket.config import RunConfig
-from fedticket.data import ClientData, client_data
-from fedticket.devices import density_level, device_class
-from fedticket.masks import mask_digest
-from fedticket.models import batchnorm_names, model_for, state_arrays
+from fedticket.learn.data import ClientData, client_data
+from fedticket.learn.models import batchnorm_names, model_for, state_arrays
+from fedticket.learn.torch_device import DeviceError, resolve_device, set_deterministic
+from fedticket.sparse.device_budgets import density_level, device_class
+from fedticket.sparse.masks import mask_digest
 from fedticket.wire.protocol import (
     ARRAYS,
     CONFIG,

@@ -28,8 +28,8 @@ Deviations from the reference code (each a bug the spec lists, or a choice it le
   (benchmarks/lotteryfl.py, README), so it stays as the paper's variant, not the default.
 - The stop rule is the code's (prune while r_k > target, so target 0.1 ends at 0.8^11 = 0.0859,
   B7). BatchNorm tensors (absent from the paper's models) rewind with the biases.
-- Accuracy is reported under every protocol of ``fedticket.protocols``; the code's best-ever
-  metric (B6) is the ``reference`` one, without its double counting of trained clients.
+- Accuracy is reported under every protocol of ``fedticket.learn.eval_protocols``; the code's
+  best-ever metric (B6) is the ``reference`` one, without its double counting of trained clients.
 """
 
 from __future__ import annotations
@@ -39,10 +39,10 @@ import functools
 import numpy as np
 
 from clients.base import FederatedClient, Masks, density, register_client
-from fedticket.data import DATASETS
-from fedticket.masks import Mask, apply_masks, ones_masks, prune_by_magnitude, select_layers
-from fedticket.models import build_model, load_state_arrays, state_arrays
-from fedticket.train import TrainStats, evaluate, train
+from fedticket.learn.data import DATASETS
+from fedticket.learn.models import build_model, load_state_arrays, state_arrays
+from fedticket.learn.train import TrainStats, evaluate, train
+from fedticket.sparse.masks import Mask, apply_masks, ones_masks, prune_by_magnitude, select_layers
 
 
 @functools.lru_cache(maxsize=4)

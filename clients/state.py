@@ -7,7 +7,7 @@ from collections.abc import Mapping
 import numpy as np
 from flwr.app import ConfigRecord, RecordDict
 
-from fedticket.masks import Masks
+from fedticket.sparse.masks import Masks
 from fedticket.wire.records import record_to_state, state_to_record
 
 

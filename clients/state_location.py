@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from fedticket.snapshots import ClientSnapshots
+from fedticket.store.snapshots import ClientSnapshots
 
 
 class StateLocationError(ValueError):

@@ -88,19 +88,19 @@ def _spec(
 
 
 def _dataset_names() -> list[str]:
-    from fedticket.data import DATASETS
+    from fedticket.learn.data import DATASETS
 
     return sorted(DATASETS)
 
 
 def _partitioner_names() -> list[str]:
-    from fedticket.data import PARTITIONERS
+    from fedticket.learn.data import PARTITIONERS
 
     return sorted(PARTITIONERS)
 
 
 def _model_names() -> list[str]:
-    from fedticket.models import MODELS
+    from fedticket.learn.models import MODELS
 
     return sorted(MODELS)
 
@@ -402,9 +402,9 @@ class RunConfig:
 
     def _check_combination(self) -> None:
         """Checks that involve more than one key."""
-        from fedticket.accelerator import DEVICE_SPEC
-        from fedticket.data import DATASETS
-        from fedticket.models import MODELS
+        from fedticket.learn.data import DATASETS
+        from fedticket.learn.models import MODELS
+        from fedticket.learn.torch_device import DEVICE_SPEC
 
         if not (DEVICE_SPEC.fullmatch(self.device) and _torch_takes_device(self.device)):
             raise ConfigError(

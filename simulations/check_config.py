@@ -93,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 2
     print(f"ok: {config.algorithm} config {config.config_hash()}")
-    from fedticket.accelerator import DeviceError, resolve_device
+    from fedticket.learn.torch_device import DeviceError, resolve_device
 
     try:  # the clients may run elsewhere (a cluster, devices): a note, not a failure
         print(f"this machine would train on {resolve_device(config.device)}")

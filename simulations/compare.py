@@ -7,8 +7,8 @@ it changes. Every run is a normal ``flwr run`` with
 its own run directory; a run whose directory already holds all its rounds (same config hash) is
 reused, not repeated. The per-run table (``comparison.csv``: every protocol's final value, mean of
 the last 3 evaluations and std over clients), the same as mean +- std over seeds
-(``comparison_seeds.csv``), both also as Markdown, and the figures (``fedticket.plots``) go to
-``<output-root>/comparisons/<name>/``.
+(``comparison_seeds.csv``), both also as Markdown, and the figures (``fedticket.analysis.plots``) go
+to ``<output-root>/comparisons/<name>/``.
 
 Usage::
 
@@ -30,11 +30,11 @@ from typing import Any
 import pandas as pd
 from tqdm import tqdm
 
+from fedticket.analysis.plots import draw_all
+from fedticket.analysis.summaries import LAST_K, over_seeds, run_summary, seeds_table
 from fedticket.config import ConfigError, RunConfig
-from fedticket.plots import draw_all
-from fedticket.protocols import PROTOCOLS
-from fedticket.results import load_run, markdown_table, read_table, resolve_output_root
-from fedticket.summaries import LAST_K, over_seeds, run_summary, seeds_table
+from fedticket.learn.eval_protocols import PROTOCOLS
+from fedticket.store.results import load_run, markdown_table, read_table, resolve_output_root
 from simulations.launcher import PROJECT_DIR, launch
 
 PRESETS = PROJECT_DIR / "simulations" / "presets"
@@ -109,7 +109,7 @@ def load_preset(name: str, output_root: str = "") -> tuple[str, list[PlannedRun]
 
 def summarise(label: str, run: Mapping[str, Any], reused: bool) -> dict[str, Any]:
     """One row: per protocol the final round, the mean of the last ``LAST_K`` evaluations and
-    the std over clients (``fedticket.summaries``), then density and bytes."""
+    the std over clients (``fedticket.analysis.summaries``), then density and bytes."""
     rounds, comm = run["rounds"], run["comm"]
     down = comm.loc[comm["direction"] == "down", "message_bytes"].sum()
     up = comm.loc[comm["direction"] == "up", "message_bytes"].sum()

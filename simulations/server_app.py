@@ -17,15 +17,15 @@ from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 
 from clients import CLIENTS
-from fedticket.checkpoint import CheckpointError, load_checkpoint
 from fedticket.config import ConfigError, RunConfig
-from fedticket.data import DataError
-from fedticket.environment import describe_environment
-from fedticket.evaluation import GlobalEvaluator, build_global_evaluator
-from fedticket.masks import select_layers
-from fedticket.models import batchnorm_names, model_for, state_arrays
-from fedticket.protocols import PROTOCOLS
-from fedticket.results import RunDirectory, resolve_output_root
+from fedticket.learn.data import DataError
+from fedticket.learn.eval_protocols import PROTOCOLS
+from fedticket.learn.global_evaluator import GlobalEvaluator, build_global_evaluator
+from fedticket.learn.models import batchnorm_names, model_for, state_arrays
+from fedticket.sparse.masks import select_layers
+from fedticket.store.checkpoints import CheckpointError, load_checkpoint
+from fedticket.store.environment import describe_environment
+from fedticket.store.results import RunDirectory, resolve_output_root
 from strategies import STRATEGIES
 from strategies.base import NoClientsError, SparseStrategy
 from strategies.reporting import human_bytes

@@ -33,13 +33,18 @@ from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricReco
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
-from fedticket.checkpoint import masks_from_arrays, masks_to_arrays, split_prefix, write_archive
 from fedticket.config import RunConfig
-from fedticket.evaluation import GlobalEvaluator
-from fedticket.masks import Masks, mask_digest
-from fedticket.protocols import PROTOCOLS, running_best
-from fedticket.results import RunDirectory, atomic_write_bytes
-from fedticket.train import EvalStats
+from fedticket.learn.eval_protocols import PROTOCOLS, running_best
+from fedticket.learn.global_evaluator import GlobalEvaluator
+from fedticket.learn.train import EvalStats
+from fedticket.sparse.masks import Masks, mask_digest
+from fedticket.store.checkpoints import (
+    masks_from_arrays,
+    masks_to_arrays,
+    split_prefix,
+    write_archive,
+)
+from fedticket.store.results import RunDirectory, atomic_write_bytes
 from fedticket.wire.ledger import CommLedger
 from fedticket.wire.protocol import (
     ARRAYS,

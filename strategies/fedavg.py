@@ -11,7 +11,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from fedticket.aggregate import masked_mean
+from fedticket.sparse.aggregate import masked_mean
 from strategies.base import ClientUpdate, SparseStrategy, register_strategy
 from strategies.replies import COUNT, MetricSpec
 

@@ -36,8 +36,10 @@ import logging
 
 import numpy as np
 
-from fedticket.aggregate import server_momentum
-from fedticket.checkpoint import (
+from fedticket.sparse.aggregate import server_momentum
+from fedticket.sparse.ltn_schedule import jumpstart_steps, jumpstart_ticket, post_prune_counts
+from fedticket.sparse.masks import kept_share
+from fedticket.store.checkpoints import (
     check_id_map,
     check_masks,
     describe,
@@ -46,8 +48,6 @@ from fedticket.checkpoint import (
     require_key,
     split_prefix,
 )
-from fedticket.ltn import jumpstart_steps, jumpstart_ticket, post_prune_counts
-from fedticket.masks import kept_share
 from strategies.base import ClientUpdate, Masks, NodeInfo, register_strategy
 from strategies.lotteryfl import LotteryFL
 

@@ -14,8 +14,9 @@ Why Does Sparsity Consensus Matter?", TMLR 2023 (arXiv 2208.13092), and its refe
   mask: per-layer budgets (``budget-source``) rescaled to ``density``, then the top-k entries of
   the aggregate per layer.
 - ``hetero``: JMWST where each client trains the nested mask of its device's budget
-  (0.5, 0.75 or 1 x ``density``, ``fedticket.devices``); budgets come from the aggregate so
-  the levels nest, and the aggregate counts each weight over the clients that trained it.
+  (0.5, 0.75 or 1 x ``density``, ``fedticket.sparse.device_budgets``); budgets come from the
+  aggregate so the levels nest, and the aggregate counts each weight over the clients that trained
+  it.
 
 Deviations from the reference code
 ----------------------------------
@@ -38,17 +39,9 @@ from typing import ClassVar
 import numpy as np
 from flwr.serverapp import Grid
 
-from fedticket.aggregate import weighted_mean
-from fedticket.checkpoint import (
-    check_id_map,
-    check_masks,
-    describe,
-    is_real,
-    require,
-    require_key,
-    split_prefix,
-)
-from fedticket.consensus import (
+from fedticket.learn.models import model_for, state_arrays
+from fedticket.sparse.aggregate import weighted_mean
+from fedticket.sparse.consensus import (
     coverage_mean,
     layer_budgets,
     mean_pairwise_jaccard,
@@ -57,9 +50,17 @@ from fedticket.consensus import (
     rescale_layer_densities,
     top_k_masks,
 )
-from fedticket.dst import SENSITIVITY_STAGE
-from fedticket.masks import kept_share
-from fedticket.models import model_for, state_arrays
+from fedticket.sparse.masks import kept_share
+from fedticket.sparse.prune_regrow import SENSITIVITY_STAGE
+from fedticket.store.checkpoints import (
+    check_id_map,
+    check_masks,
+    describe,
+    is_real,
+    require,
+    require_key,
+    split_prefix,
+)
 from strategies.base import ClientUpdate, Masks, NodeInfo, SparseStrategy, register_strategy
 from strategies.replies import MetricSpec
 

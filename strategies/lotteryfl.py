@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from fedticket.masks import ones_masks
+from fedticket.sparse.masks import ones_masks
 from strategies.base import Masks, NodeInfo, register_strategy
 from strategies.fedavg import FedAvg
 from strategies.replies import COUNT, SHARE, MetricSpec

@@ -10,12 +10,13 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from fedticket.results import RunDirectory, masks_frame
+from fedticket.store.results import RunDirectory, masks_frame
 from fedticket.wire.ledger import CommLedger
 
 log = logging.getLogger("flwr")  # Flower's handlers print it in `flwr run --stream`
 
-#: what an evaluate reply reports per client (fedticket.protocols; metric keys use dashes)
+#: what an evaluate reply reports per client (fedticket.learn.eval_protocols; metric keys use
+#: dashes)
 CLIENT_PROTOCOL_COLUMNS = (
     "served_loss",
     "served_accuracy",

@@ -8,8 +8,8 @@ import pytest
 import torch
 from flwr.app import Context, RecordDict
 
-from fedticket.accelerator import DeviceError, resolve_device, seeded
 from fedticket.config import ConfigError, RunConfig
+from fedticket.learn.torch_device import DeviceError, resolve_device, seeded
 from simulations.server_app import run_federation
 from strategies.base import NoClientsError
 from strategies.reporting import WALL_CLOCK_COLUMNS

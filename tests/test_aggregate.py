@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fedticket.aggregate import masked_mean, weighted_mean
+from fedticket.sparse.aggregate import masked_mean, weighted_mean
 
 
 def test_weighted_mean_closed_form() -> None:

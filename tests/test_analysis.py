@@ -13,10 +13,10 @@ import pandas as pd
 import pytest
 from nbclient import NotebookClient
 
-from fedticket import plots
+from fedticket.analysis import plots
+from fedticket.analysis.report import main as report_main
 from fedticket.config import RunConfig
-from fedticket.report import main as report_main
-from fedticket.results import load_run, masks_frame, masks_from_frame
+from fedticket.store.results import load_run, masks_frame, masks_from_frame
 from simulations.server_app import run_federation
 from tests.loopback import LoopbackGrid, three_client_config
 

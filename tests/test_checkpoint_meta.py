@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 from flwr.app import Array, ArrayRecord, ConfigRecord, RecordDict
 
-from fedticket.checkpoint import (
+from fedticket.config import RunConfig
+from fedticket.store.checkpoints import (
     META,
     CheckpointError,
     load_checkpoint,
@@ -23,9 +24,8 @@ from fedticket.checkpoint import (
     split_prefix,
     write_archive,
 )
-from fedticket.config import RunConfig
-from fedticket.results import RunDirectory
-from fedticket.snapshots import ClientSnapshots, ClientStateError
+from fedticket.store.results import RunDirectory
+from fedticket.store.snapshots import ClientSnapshots, ClientStateError
 from strategies.fedltn import FedLTN
 from strategies.flash import Flash
 

@@ -33,7 +33,7 @@ from benchmarks.payload_fuzz import (
     reseal,
     run_case,
 )
-from fedticket.masks import mask_digest
+from fedticket.sparse.masks import mask_digest
 from fedticket.wire import codec
 from fedticket.wire.buffer import pack_header
 from fedticket.wire.codec import PayloadError, Scheme

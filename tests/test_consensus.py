@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fedticket.consensus import (
+from fedticket.sparse.consensus import (
     coverage_mean,
     layer_budgets,
     mean_pairwise_jaccard,

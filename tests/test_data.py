@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from fedticket.config import RunConfig
-from fedticket.data import (
+from fedticket.learn.data import (
     PARTITIONERS,
     DataError,
     client_data,

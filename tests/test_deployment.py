@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from fedticket.config import RunConfig
-from fedticket.results import read_table, resolve_output_root
+from fedticket.store.results import read_table, resolve_output_root
 from simulations.edge.certs import make_node_key
 from simulations.edge.federation import EdgeNode, LoopbackFederation, stop_process
 from simulations.launcher import free_port

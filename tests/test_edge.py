@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from flwr.app import Context, RecordDict
 
 from fedticket.config import RunConfig
-from fedticket.devices import DeviceClassError, device_class
+from fedticket.sparse.device_budgets import DeviceClassError, device_class
 from simulations.edge.certs import make_node_key, make_server_certificates
 from simulations.edge.relay import ByteRelay
 from simulations.server_app import run_federation

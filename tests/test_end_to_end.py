@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from fedticket.config import RunConfig
-from fedticket.models import build_model, state_arrays
+from fedticket.learn.models import build_model, state_arrays
 from simulations.launcher import launch
 
 pytestmark = pytest.mark.slow

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from fedticket.config import RunConfig
-from fedticket.dst import prune_and_regrow, prune_rate_at
+from fedticket.sparse.prune_regrow import prune_and_regrow, prune_rate_at
 from simulations.server_app import run_federation
 from strategies.flash import Flash
 from tests.loopback import LoopbackGrid

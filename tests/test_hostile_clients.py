@@ -17,7 +17,7 @@ import pytest
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 
 from fedticket.config import RunConfig
-from fedticket.masks import mask_digest
+from fedticket.sparse.masks import mask_digest
 from fedticket.wire import codec
 from fedticket.wire.records import encode_payload
 from simulations.server_app import run_federation

@@ -9,9 +9,15 @@ from flwr.app import RecordDict
 from clients.lotteryfl import LotteryFLClient, initial_weights
 from clients.state import ClientState
 from fedticket.config import RunConfig
-from fedticket.data import client_data
-from fedticket.masks import apply_masks, ones_masks, prunable_names, prune_by_magnitude, prune_count
-from fedticket.models import build_model, state_arrays
+from fedticket.learn.data import client_data
+from fedticket.learn.models import build_model, state_arrays
+from fedticket.sparse.masks import (
+    apply_masks,
+    ones_masks,
+    prunable_names,
+    prune_by_magnitude,
+    prune_count,
+)
 from simulations.server_app import run_federation
 from strategies.lotteryfl import LotteryFL
 from tests.loopback import LoopbackGrid

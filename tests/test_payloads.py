@@ -7,7 +7,7 @@ import pytest
 from flwr.app import Array, Message, RecordDict
 
 from fedticket.config import RunConfig
-from fedticket.results import load_run
+from fedticket.store.results import load_run
 from simulations.server_app import run_federation
 from strategies.fedavg import FedAvg
 from tests.loopback import LoopbackGrid

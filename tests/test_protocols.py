@@ -1,5 +1,5 @@
-"""Evaluation protocols and local test sets (fedticket.protocols, fedticket.data): closed-form
-cases on real digits."""
+"""Evaluation protocols and local test sets (fedticket.learn.eval_protocols, fedticket.learn.data):
+closed-form cases on real digits."""
 
 from __future__ import annotations
 
@@ -12,8 +12,9 @@ from flwr.app import RecordDict
 
 from clients.fedavg import FedAvgClient
 from clients.state import ClientState
+from fedticket.analysis.summaries import over_seeds, run_summary
 from fedticket.config import RunConfig
-from fedticket.data import (
+from fedticket.learn.data import (
     client_data,
     client_indices,
     global_test_indices,
@@ -22,11 +23,10 @@ from fedticket.data import (
     partition,
     split_test_pool,
 )
-from fedticket.evaluation import build_global_evaluator
-from fedticket.models import build_model, load_state_arrays, state_arrays
-from fedticket.protocols import REFERENCE_IMAGES, reference_sample, running_best
-from fedticket.summaries import over_seeds, run_summary
-from fedticket.train import evaluate
+from fedticket.learn.eval_protocols import REFERENCE_IMAGES, reference_sample, running_best
+from fedticket.learn.global_evaluator import build_global_evaluator
+from fedticket.learn.models import build_model, load_state_arrays, state_arrays
+from fedticket.learn.train import evaluate
 
 SHARDS = {"partitioner": "shards", "shard-size": 100, "shards-per-client": 2}
 
@@ -228,8 +228,8 @@ def test_every_algorithm_reports_every_protocol_through_its_real_round_loop(
 
 
 def test_the_server_carries_a_clients_best_ever_over_a_lost_client_state(tmp_path) -> None:
-    from fedticket.checkpoint import load_checkpoint
-    from fedticket.results import RunDirectory
+    from fedticket.store.checkpoints import load_checkpoint
+    from fedticket.store.results import RunDirectory
     from strategies.fedavg import FedAvg
 
     config = RunConfig.from_run_config({"output-root": str(tmp_path)})

@@ -10,8 +10,8 @@ import pytest
 from flwr.app import Error, Message
 
 from clients.state_location import default_state_root
-from fedticket.checkpoint import CheckpointError
 from fedticket.config import RunConfig
+from fedticket.store.checkpoints import CheckpointError
 from simulations.server_app import run_federation
 from strategies.base import NoClientsError
 from strategies.reporting import WALL_CLOCK_COLUMNS
@@ -196,7 +196,7 @@ def test_same_config_and_seed_give_identical_tables(tmp_path) -> None:
 def test_a_table_read_while_its_run_rewrites_it_is_always_whole(tmp_path) -> None:
     import threading
 
-    from fedticket.results import atomic_write_parquet, read_table
+    from fedticket.store.results import atomic_write_parquet, read_table
 
     target = tmp_path / "rounds.parquet"
     atomic_write_parquet(target, pd.DataFrame({"round": [1]}))

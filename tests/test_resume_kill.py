@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 
 from fedticket.config import RunConfig
-from fedticket.results import read_table
+from fedticket.store.results import read_table
 from simulations.launcher import launch, processes_of
 from strategies.reporting import WALL_CLOCK_COLUMNS
 

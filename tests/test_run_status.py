@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from fedticket.config import RunConfig
-from fedticket.results import load_run
+from fedticket.store.results import load_run
 from simulations import launcher, server_app
 from simulations.server_app import run_federation
 from tests.loopback import LoopbackGrid, three_client_config

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from flwr.app import Array, ArrayRecord, ConfigRecord, RecordDict
 
-from fedticket.snapshots import ClientSnapshots, ClientStateError
+from fedticket.store.snapshots import ClientSnapshots, ClientStateError
 
 
 def _state(pid: int, value: float) -> RecordDict:
@@ -90,7 +90,7 @@ def test_a_damaged_snapshot_names_the_client_and_is_rebuilt_only_when_allowed(
 
 def test_auto_moves_client_state_to_disk_above_the_threshold(tmp_path) -> None:
     from fedticket.config import RunConfig
-    from fedticket.results import RunDirectory
+    from fedticket.store.results import RunDirectory
     from strategies.base import NodeInfo
     from strategies.fedavg import FedAvg
 

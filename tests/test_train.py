@@ -4,10 +4,10 @@ import numpy as np
 import torch
 
 from fedticket.config import RunConfig
-from fedticket.data import client_data
-from fedticket.masks import Mask, prunable_names
-from fedticket.models import MODELS, build_model, state_arrays
-from fedticket.train import evaluate, train
+from fedticket.learn.data import client_data
+from fedticket.learn.models import MODELS, build_model, state_arrays
+from fedticket.learn.train import evaluate, train
+from fedticket.sparse.masks import Mask, prunable_names
 
 
 def _data():
@@ -105,7 +105,7 @@ def test_mask_digest_changes_with_one_bit() -> None:
 
 
 def test_select_layers_rules() -> None:
-    from fedticket.masks import select_layers
+    from fedticket.sparse.masks import select_layers
 
     cnn = build_model("mnist-cnn", (1, 28, 28), 10, seed=0)
     assert select_layers(cnn, "all") == ["conv1.weight", "conv2.weight", "fc1.weight", "fc2.weight"]

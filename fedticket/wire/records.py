@@ -23,7 +23,7 @@ from flwr.supercore.inflatable.inflatable_object import (
     no_object_id_recompute,
 )
 
-from fedticket.masks import mask_digest
+from fedticket.sparse.masks import mask_digest
 from fedticket.wire import codec
 from fedticket.wire.codec import PayloadError
 

@@ -21,7 +21,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from fedticket.masks import Masks
+from fedticket.sparse.masks import Masks
 
 
 def rescale_layer_densities(

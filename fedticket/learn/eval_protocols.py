@@ -12,7 +12,7 @@ own column, so a table never compares two of them without saying so:
   FedAvg plus local fine-tuning, the fair personalised baseline), on the same test set, with
   its age in rounds (``local_age``: rounds since it trained).
 - **global**: the server's model on a held-out test set of all classes
-  (``fedticket.data.global_test_set``), where the algorithm has a whole global model (FedLTN's
+  (``fedticket.learn.data.global_test_set``), where the algorithm has a whole global model (FedLTN's
   BatchNorm never reaches the server: NaN there).
 - **reference**: LotteryFL's code's metric (lotteryFL.py E1/R6, spec bug B6): a running maximum
   over every evaluation and every post-training score, each on ``REFERENCE_IMAGES`` random

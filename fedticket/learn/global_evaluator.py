@@ -1,4 +1,4 @@
-"""The ``global`` protocol's evaluator (fedticket.protocols): the server's model on the
+"""The ``global`` protocol's evaluator (fedticket.learn.eval_protocols): the server's model on the
 held-out test set of all classes, scored on the server."""
 
 from __future__ import annotations
@@ -10,9 +10,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 from torch import nn
 
-from fedticket.data import global_test_set
-from fedticket.models import load_state_arrays, model_for, state_arrays
-from fedticket.train import EvalStats, evaluate
+from fedticket.learn.data import global_test_set
+from fedticket.learn.models import load_state_arrays, model_for, state_arrays
+from fedticket.learn.train import EvalStats, evaluate
 
 if TYPE_CHECKING:
     from fedticket.config import RunConfig

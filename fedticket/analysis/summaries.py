@@ -13,7 +13,7 @@ from collections.abc import Iterable
 
 import pandas as pd
 
-from fedticket.protocols import PROTOCOLS
+from fedticket.learn.eval_protocols import PROTOCOLS
 
 #: evaluations averaged at the end of a run (the issue's floor is 3)
 LAST_K = 3

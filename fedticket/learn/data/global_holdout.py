@@ -6,11 +6,11 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from fedticket.data.clients import client_indices
-from fedticket.data.datasets import load_pool
-from fedticket.data.holdout import _pool_split
-from fedticket.data.keys import _data_key
-from fedticket.data.registry import DataError
+from fedticket.learn.data.clients import client_indices
+from fedticket.learn.data.datasets import load_pool
+from fedticket.learn.data.holdout import _pool_split
+from fedticket.learn.data.keys import _data_key
+from fedticket.learn.data.registry import DataError
 
 if TYPE_CHECKING:
     from fedticket.config import RunConfig

@@ -5,7 +5,7 @@ every backward pass, and the weights are re-masked after every step, so pruned e
 exactly 0 under momentum and weight decay. (LotteryFL's reference code freezes gradients where
 ``|w| < 1e-6`` instead, bug B3: a kept weight near 0 would freeze too.)
 Batches come from a seeded ``torch.Generator``: the same seed gives the same run on CPU. Data,
-masks and batches go to the device the model is on (``fedticket.accelerator``).
+masks and batches go to the device the model is on (``fedticket.learn.torch_device``).
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from fedticket.accelerator import model_device, seeded
-from fedticket.masks import Mask
+from fedticket.learn.torch_device import model_device, seeded
+from fedticket.sparse.masks import Mask
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,6 @@
 """The analysis figures, drawn from the results tables (pandas in, PNG out).
 
-One function per figure; each takes ``runs`` (label -> a run as ``fedticket.results.load_run``
+One function per figure; each takes ``runs`` (label -> a run as ``fedticket.store.results.load_run``
 returns it) and a target path, writes the PNG and returns its path. The compare command and the
 notebook call the same functions, so they draw the same figures.
 """
@@ -16,9 +16,9 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from fedticket.consensus import pairwise_jaccard
-from fedticket.protocols import PROTOCOLS
-from fedticket.results import masks_from_frame
+from fedticket.learn.eval_protocols import PROTOCOLS
+from fedticket.sparse.consensus import pairwise_jaccard
+from fedticket.store.results import masks_from_frame
 
 Runs = Mapping[str, Mapping[str, Any]]
 
@@ -30,7 +30,8 @@ def _subplots(figsize: tuple[float, float], rows: int = 1, cols: int = 1, **kw: 
     return fig, fig.subplots(rows, cols, **kw)
 
 
-#: the protocol of the single-protocol figures: every algorithm has it (fedticket.evaluation)
+#: the protocol of the single-protocol figures: every algorithm has it
+#: (fedticket.learn.eval_protocols)
 HEADLINE = "served_accuracy"
 
 
@@ -75,7 +76,7 @@ def accuracy_vs_bytes(runs: Runs, path: str | Path) -> Path:
 
 
 def accuracy_vs_round(runs: Runs, path: str | Path) -> Path:
-    """One panel per evaluation protocol (fedticket.evaluation), every run in each: the
+    """One panel per evaluation protocol (fedticket.learn.eval_protocols), every run in each: the
     protocols side by side, never one mistaken for another."""
     fig, axes = _subplots((11, 7), 2, 2, squeeze=False, sharex=True)
     for ax, protocol in zip(axes.flat, PROTOCOLS, strict=True):

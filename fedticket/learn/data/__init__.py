@@ -26,12 +26,12 @@ Modules:
 No module is named ``test_*`` or ``*_test``: Flower leaves such files out of the app bundle.
 """
 
-from fedticket.data.clients import ClientData, client_data, client_indices, split_validation
-from fedticket.data.datasets import load_mnist_idx, load_pool, read_idx
-from fedticket.data.global_holdout import global_test_indices, global_test_set
-from fedticket.data.holdout import label_quotas, split_test_pool, split_train_test
-from fedticket.data.partitions import partition
-from fedticket.data.registry import DATASETS, PARTITIONERS, DataError
+from fedticket.learn.data.clients import ClientData, client_data, client_indices, split_validation
+from fedticket.learn.data.datasets import load_mnist_idx, load_pool, read_idx
+from fedticket.learn.data.global_holdout import global_test_indices, global_test_set
+from fedticket.learn.data.holdout import label_quotas, split_test_pool, split_train_test
+from fedticket.learn.data.partitions import partition
+from fedticket.learn.data.registry import DATASETS, PARTITIONERS, DataError
 
 __all__ = [
     "DATASETS",

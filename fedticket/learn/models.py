@@ -58,7 +58,7 @@ def build_model(
 def model_for(config: RunConfig, seed: int | None = None) -> nn.Module:
     """The run's model for its dataset, initialised from ``seed`` (default: the run's seed,
     the theta_0 every client and the server share)."""
-    from fedticket.data import DATASETS  # data -> models would be the natural order
+    from fedticket.learn.data import DATASETS  # data -> models would be the natural order
 
     spec = DATASETS[config.dataset]
     return build_model(

@@ -16,7 +16,7 @@ from fractions import Fraction
 
 import numpy as np
 
-from fedticket.masks import top_k_among
+from fedticket.sparse.masks import top_k_among
 
 
 def target_count(size: int, target: float) -> int:

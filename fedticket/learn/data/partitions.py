@@ -7,10 +7,10 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from fedticket.data.datasets import load_pool
-from fedticket.data.holdout import _pool_split
-from fedticket.data.keys import _data_key
-from fedticket.data.registry import PARTITIONERS, DataError, register_partitioner
+from fedticket.learn.data.datasets import load_pool
+from fedticket.learn.data.holdout import _pool_split
+from fedticket.learn.data.keys import _data_key
+from fedticket.learn.data.registry import PARTITIONERS, DataError, register_partitioner
 
 if TYPE_CHECKING:
     from fedticket.config import RunConfig

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, RecordDict
 
-from fedticket.checkpoint import (
+from fedticket.store.checkpoints import (
     META,
     CheckpointError,
     describe,

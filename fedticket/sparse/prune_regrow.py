@@ -20,7 +20,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from fedticket.masks import Masks
+from fedticket.sparse.masks import Masks
 
 #: the ``Instructions.stage`` of FLASH's stage-1 round: clients measure layer sensitivity by
 #: sparse dynamic training and reply with kept counts only

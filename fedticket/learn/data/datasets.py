@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fedticket.data.registry import DATASETS, DataError, Pool, register_dataset
+from fedticket.learn.data.registry import DATASETS, DataError, Pool, register_dataset
 
 MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)

@@ -2,7 +2,7 @@
 
 Usage::
 
-    python -m fedticket.report ~/fedticket-runs/lotteryfl/59c2a2fbf37d
+    python -m fedticket.analysis.report ~/fedticket-runs/lotteryfl/59c2a2fbf37d
 """
 
 from __future__ import annotations
@@ -14,10 +14,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from fedticket.analysis.summaries import LAST_K, run_summary
 from fedticket.config import describe_keys
-from fedticket.protocols import PROTOCOLS
-from fedticket.results import load_run
-from fedticket.summaries import LAST_K, run_summary
+from fedticket.learn.eval_protocols import PROTOCOLS
+from fedticket.store.results import load_run
 
 
 class ReportError(ValueError):

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from fedticket.results import atomic_write_bytes
+from fedticket.store.results import atomic_write_bytes
 
 META = "__meta__"
 RESUME_FIX = "delete it, or start fresh with --run-config 'resume=false'"

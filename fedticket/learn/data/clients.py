@@ -8,11 +8,11 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from fedticket.data.datasets import load_pool
-from fedticket.data.holdout import _pool_split, label_pool_test, split_train_test
-from fedticket.data.keys import _data_key
-from fedticket.data.partitions import partition
-from fedticket.data.registry import DataError
+from fedticket.learn.data.datasets import load_pool
+from fedticket.learn.data.holdout import _pool_split, label_pool_test, split_train_test
+from fedticket.learn.data.keys import _data_key
+from fedticket.learn.data.partitions import partition
+from fedticket.learn.data.registry import DataError
 
 if TYPE_CHECKING:
     from fedticket.config import RunConfig

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from fedticket.data.datasets import load_pool
+from fedticket.learn.data.datasets import load_pool
 
 if TYPE_CHECKING:
     from fedticket.config import RunConfig

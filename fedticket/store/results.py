@@ -73,7 +73,7 @@ class RunDirectory:
         self, config: Mapping[str, Any], environment: Mapping[str, Any] | None = None
     ) -> None:
         """``config.json``: the resolved config and, under ``environment``, the machine and
-        package versions it ran on (``fedticket.environment``)."""
+        package versions it ran on (``fedticket.store.environment``)."""
         record = dict(config) | ({ENVIRONMENT_KEY: dict(environment)} if environment else {})
         text = json.dumps(record, indent=2, sort_keys=True) + "\n"
         atomic_write_bytes(self.path / "config.json", text.encode())
