@@ -14,21 +14,17 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import re
 import shutil
-import signal
-import socket
-import subprocess
 import sys
 import tempfile
-import threading
-import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from simulations.processes import find_pids, free_port, stop_pids, stream_command
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 RESULTS_LINE = re.compile(r"fedticket: results in (\S+)")
@@ -57,12 +53,6 @@ class LaunchResult:
         if returncode == 0 and failure:
             returncode = 1
         return cls(returncode, output, run_dir, seconds, failure)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def toml_value(value: Any) -> str:
@@ -104,49 +94,14 @@ def run_config_string(values: Mapping[str, Any]) -> str:
 
 
 def _superlink_pids(port: int) -> list[int]:
-    """PIDs of local SuperLinks serving ``port`` (found via /proc: Flower detaches them)."""
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            args = (entry / "cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if any(b"flower-superlink" in a for a in args) and str(port).encode() in args:
-            pids.append(int(entry.name))
-    return pids
-
-
-def _stop(pids: list[int], grace: float = 10.0) -> None:
-    for pid in pids:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + grace
-    for pid in pids:
-        while time.monotonic() < deadline:
-            try:
-                os.kill(pid, 0)
-            except ProcessLookupError:
-                break
-            time.sleep(0.2)
-        else:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
+    """PIDs of local SuperLinks serving ``port`` (found in /proc: Flower detaches them)."""
+    return find_pids(arg_containing="flower-superlink", arg=str(port))
 
 
 def processes_of(workdir: Path) -> list[int]:
     """PIDs of every process started for the launch in ``workdir`` (SuperLink, SuperExec, the
     simulation, Ray's workers): they all carry its ``FLWR_HOME`` in their environment."""
-    marker = f"FLWR_HOME={Path(workdir) / 'flwr-home'}".encode()
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
-        with contextlib.suppress(OSError):
-            if marker in (entry / "environ").read_bytes().split(b"\0"):
-                pids.append(int(entry.name))
-    return pids
+    return find_pids(env=f"FLWR_HOME={Path(workdir) / 'flwr-home'}")
 
 
 def isolated_env(
@@ -204,7 +159,7 @@ def launch(
     try:
         returncode, output, seconds = stream_command(cmd, project_dir, env, timeout, echo, on_line)
     finally:
-        _stop(_superlink_pids(port))
+        stop_pids(_superlink_pids(port), grace=10.0)
         shutil.rmtree(ray_dir, ignore_errors=True)
     return LaunchResult.from_output(returncode, output, seconds)
 
@@ -213,46 +168,6 @@ def results_dir(output: str) -> Path | None:
     """The run directory the ServerApp printed last (None if it printed none)."""
     found = RESULTS_LINE.findall(output)
     return Path(found[-1]) if found else None
-
-
-def stream_command(
-    cmd: list[str],
-    cwd: Path,
-    env: Mapping[str, str],
-    timeout: float,
-    echo: bool = False,
-    on_line: Callable[[str], None] | None = None,
-) -> tuple[int, str, float]:
-    """Run ``cmd``, collecting (and optionally echoing, or passing to ``on_line``) its output;
-    killed after ``timeout`` seconds. Returns (exit code, output, seconds)."""
-    started = time.perf_counter()
-    lines: list[str] = []
-    with subprocess.Popen(
-        cmd,
-        cwd=cwd,
-        env=dict(env),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        stdin=subprocess.DEVNULL,
-        text=True,
-    ) as proc:
-        assert proc.stdout is not None
-        watchdog = threading.Timer(timeout, proc.kill)
-        watchdog.start()
-        try:
-            for line in proc.stdout:
-                lines.append(line)
-                if echo:
-                    print(line, end="", flush=True)
-                if on_line is not None:
-                    on_line(line)
-            returncode = proc.wait()
-        finally:
-            watchdog.cancel()
-    seconds = time.perf_counter() - started
-    if seconds >= timeout:
-        lines.append(f"launcher: killed after {timeout:.0f} s\n")
-    return returncode, "".join(lines), seconds
 
 
 def main(argv: list[str] | None = None) -> int:

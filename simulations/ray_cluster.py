@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import os
 import shutil
 import signal
 import subprocess
@@ -28,8 +27,15 @@ import time
 from pathlib import Path
 from types import TracebackType
 
-from simulations.edge.federation import stop_process, wait_for_port
-from simulations.launcher import free_port
+from simulations.processes import (
+    StartupError,
+    find_pids,
+    free_port,
+    kill_pids,
+    spawn_logged,
+    stop_group,
+    wait_for_port,
+)
 
 RAY = str(Path(sys.executable).with_name("ray"))
 _NODES_PROBE = """
@@ -69,16 +75,8 @@ class LocalRayCluster:
         # a small object store: the default is 30 % of RAM per node
         command = [RAY, "start", "--block", "--disable-usage-stats", "--object-store-memory"]
         command += [str(100 * 1024 * 1024), *args]
-        with open(self.temp_dir / f"node-{len(self.processes)}.log", "w") as log:
-            self.processes.append(
-                subprocess.Popen(
-                    command,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    stdin=subprocess.DEVNULL,
-                    start_new_session=True,
-                )
-            )
+        log = self.temp_dir / f"node-{len(self.processes)}.log"
+        self.processes.append(spawn_logged(command, log))
 
     def __enter__(self) -> LocalRayCluster:
         try:
@@ -93,7 +91,11 @@ class LocalRayCluster:
                     "--include-dashboard=false",
                 ]
             )
-            wait_for_port(self.port, self.startup, self.processes[0])
+            try:
+                wait_for_port(self.port, self.startup, self.processes[0])
+            except StartupError as exc:
+                log = (self.temp_dir / "node-0.log").read_text()[-1500:]
+                raise RayClusterError(f"the Ray head did not start ({exc}):\n{log}") from None
             for cpus in self.worker_cpus:
                 self._start(
                     [
@@ -135,14 +137,9 @@ class LocalRayCluster:
 
     def stop(self) -> None:
         for proc in reversed(self.processes):  # workers first, head last
-            stop_process(proc)
-        marker = str(self.temp_dir).encode()  # raylets, GCS and workers name it in their args
-        for entry in Path("/proc").iterdir():
-            if not entry.name.isdigit():
-                continue
-            with contextlib.suppress(OSError, ProcessLookupError):
-                if marker in (entry / "cmdline").read_bytes():
-                    os.kill(int(entry.name), signal.SIGKILL)
+            stop_group(proc)
+        # what Ray daemonized out of those groups: raylets, GCS and workers name the dir
+        kill_pids(find_pids(arg_containing=str(self.temp_dir)))
         shutil.rmtree(self.temp_dir, ignore_errors=True)
 
     def __exit__(

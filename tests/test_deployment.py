@@ -12,8 +12,8 @@ import pytest
 from fedticket.config import RunConfig
 from fedticket.store.results import read_table, resolve_output_root
 from simulations.edge.certs import make_node_key
-from simulations.edge.federation import EdgeNode, LoopbackFederation, stop_process
-from simulations.launcher import free_port
+from simulations.edge.federation import EdgeNode, LoopbackFederation
+from simulations.processes import free_port, stop_group
 
 pytestmark = pytest.mark.slow
 
@@ -56,7 +56,7 @@ def test_tls_authenticated_federation_refuses_strangers_and_survives_a_lost_node
         ]
         _wait_exit(refused, 60)
         for process in refused:
-            stop_process(process)
+            stop_group(process)
         assert refused[0].returncode not in (None, 0), "an unregistered key was let in"
         assert "Failed to activate SuperNode" in stranger.log_path.read_text()
         assert refused[1].returncode not in (None, 0), "a plain-text node was let in"

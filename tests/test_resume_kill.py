@@ -3,9 +3,6 @@ the resumed run ends with the same results as one that was never interrupted."""
 
 from __future__ import annotations
 
-import contextlib
-import os
-import signal
 import threading
 import time
 from pathlib import Path
@@ -16,6 +13,7 @@ import pytest
 from fedticket.config import RunConfig
 from fedticket.store.results import read_table
 from simulations.launcher import launch, processes_of
+from simulations.processes import kill_pids
 from strategies.reporting import WALL_CLOCK_COLUMNS
 
 pytestmark = pytest.mark.slow
@@ -34,9 +32,7 @@ ORDER = {
 def kill_everything_under(workdir: Path) -> int:
     """SIGKILL every process of one launch: a power cut for that run, nothing else."""
     pids = processes_of(workdir)
-    for pid in pids:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
+    kill_pids(pids)
     return len(pids)
 
 

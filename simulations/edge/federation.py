@@ -16,28 +16,26 @@ Usage::
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
-import signal
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from simulations.edge.certs import ServerCertificates, make_node_key, make_server_certificates
 from simulations.edge.relay import ByteRelay
-from simulations.launcher import (
-    PROJECT_DIR,
-    LaunchResult,
+from simulations.launcher import PROJECT_DIR, LaunchResult, run_config_string, toml_value
+from simulations.processes import (
+    StartupError,
     free_port,
-    run_config_string,
+    kill_group,
+    spawn_logged,
+    stop_group,
     stream_command,
-    toml_value,
+    wait_for_port,
 )
 
 log = logging.getLogger("fedticket.edge")
@@ -63,52 +61,6 @@ class EdgeNode:
     @property
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None
-
-
-def wait_for_port(port: int, timeout: float, process: subprocess.Popen | None = None) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process is not None and process.poll() is not None:
-            raise FederationError(
-                f"process exited with code {process.returncode} before port {port} opened"
-            )
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
-            return
-        time.sleep(0.2)
-    raise FederationError(f"nothing listens on 127.0.0.1:{port} after {timeout:.0f} s")
-
-
-def stop_process(process: subprocess.Popen | None, grace: float = 8.0) -> None:
-    """Stop a process started with ``start_new_session`` and everything it spawned."""
-    if process is None or (process.poll() is not None and not _group_alive(process.pid)):
-        return
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(process.pid, sig)
-        deadline = time.monotonic() + grace
-        while time.monotonic() < deadline and _group_alive(process.pid):
-            with contextlib.suppress(Exception):
-                process.wait(timeout=0.2)
-        if not _group_alive(process.pid):
-            break
-    with contextlib.suppress(Exception):
-        process.wait(timeout=1)
-
-
-def _group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except (ProcessLookupError, PermissionError):
-        return False
-    for entry in Path("/proc").iterdir():  # zombies still answer killpg; ignore them
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(stat[2]) == pgid and stat[0] != "Z":
-                return True
-    return False
 
 
 class LoopbackFederation:
@@ -137,7 +89,6 @@ class LoopbackFederation:
         self.certs: ServerCertificates | None = None
         self.superlink: subprocess.Popen | None = None
         self.relay: ByteRelay | None = None
-        self._logs: list[IO] = []
         classes = list(device_classes) + [None] * num_nodes
         self.nodes = [
             EdgeNode(
@@ -168,17 +119,7 @@ class LoopbackFederation:
 
     def _spawn(self, cmd: list[str], log_path: Path, cwd: Path) -> subprocess.Popen:
         cwd.mkdir(parents=True, exist_ok=True)
-        handle = log_path.open("ab")
-        self._logs.append(handle)
-        return subprocess.Popen(
-            cmd,
-            cwd=cwd,
-            env=self.env,
-            stdout=handle,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )
+        return spawn_logged(cmd, log_path, cwd, self.env)
 
     def start(self) -> LoopbackFederation:
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -235,7 +176,7 @@ class LoopbackFederation:
         try:
             wait_for_port(self.control_port, 60, self.superlink)
             wait_for_port(self.fleet_port, 60, self.superlink)
-        except FederationError as exc:
+        except StartupError as exc:
             raise FederationError(
                 f"SuperLink did not start ({exc}); see {self.workdir / 'superlink.log'}"
             ) from None
@@ -312,18 +253,14 @@ class LoopbackFederation:
         """SIGKILL a SuperNode and its children: a device that vanishes without a goodbye."""
         node = self.nodes[partition_id]
         if node.process is not None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(node.process.pid, signal.SIGKILL)
-            node.process.wait(timeout=10)
+            kill_group(node.process)
 
     def stop(self) -> None:
         for node in self.nodes:
-            stop_process(node.process)
-        stop_process(self.superlink)
+            stop_group(node.process)
+        stop_group(self.superlink)
         if self.relay:
             self.relay.close()
-        for handle in self._logs:
-            handle.close()
 
     def __enter__(self) -> LoopbackFederation:
         try:
