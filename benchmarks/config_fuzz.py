@@ -15,7 +15,6 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import math
 import random
@@ -31,13 +30,15 @@ from fedticket.config import (
     INT64_MIN,
     ConfigError,
     RunConfig,
+    key_owners,
     parse_run_config_string,
 )
 
 RESULTS = Path(__file__).resolve().parent / "results"
-FIELDS = {f.name.replace("_", "-"): f for f in dataclasses.fields(RunConfig)}
+OWNERS = key_owners()  # run-config key -> (RunConfig or an algorithm's section, its field)
+FIELDS = {key: spec for key, (_, spec) in OWNERS.items()}
 KEYS = sorted(FIELDS)
-TYPES = typing.get_type_hints(RunConfig)
+TYPES = {key: typing.get_type_hints(owner)[spec.name] for key, (owner, spec) in OWNERS.items()}
 
 EDGE_FLOATS = [
     math.nan,
@@ -104,7 +105,7 @@ def violations(config: RunConfig) -> list[str]:
     and choices; empty when nothing is."""
     found = []
     for key, spec in FIELDS.items():
-        value, kind, meta = getattr(config, spec.name), TYPES[spec.name], spec.metadata
+        value, kind, meta = config.value(key), TYPES[key], spec.metadata
         if type(value) is not kind:
             found.append(f"{key}: {type(value).__name__} {value!r}, not {kind.__name__}")
             continue
@@ -136,7 +137,7 @@ def _range_violations(key: str, value: Any, meta: typing.Mapping[str, Any]) -> l
 # ---------------------------------------------------------------- values
 def valid_value(rng: random.Random, key: str) -> Any:
     """A value the key should take (a choice, a number inside its range)."""
-    spec, kind = FIELDS[key], TYPES[FIELDS[key].name]
+    spec, kind = FIELDS[key], TYPES[key]
     meta = spec.metadata
     if meta["choices"] is not None:
         choices = meta["choices"]

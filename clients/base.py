@@ -22,18 +22,20 @@ from fedticket.learn.eval_protocols import reference_sample, running_best
 from fedticket.learn.models import load_state_arrays
 from fedticket.learn.train import EvalStats
 from fedticket.learn.train import evaluate as evaluate_model
+from fedticket.registry import Registry
 from fedticket.sparse.masks import kept_share as density
 
 __all__ = ["CLIENTS", "ClientState", "FederatedClient", "Masks", "density", "register_client"]
 
 log = logging.getLogger("flwr")
-CLIENTS: dict[str, type[FederatedClient]] = {}
+#: algorithm name -> client class; importing ``clients`` registers every algorithm
+CLIENTS: Registry[type[FederatedClient]] = Registry("client algorithm", ("clients",))
 
 
 def register_client(name: str) -> Callable[[type[FederatedClient]], type[FederatedClient]]:
     def wrap(cls: type[FederatedClient]) -> type[FederatedClient]:
         cls.name = name
-        CLIENTS[name] = cls
+        CLIENTS.add(name, cls)
         return cls
 
     return wrap

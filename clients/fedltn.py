@@ -12,7 +12,7 @@ tensors (gamma, beta, running statistics; the model's init the first time); (2) 
 (``gate-data``) and, if that accuracy is strictly above ``acc-threshold`` and a layer is still
 above its target count, removes floor(``prune-rate`` x alive) entries of smallest |w| per layer,
 the last step clamped to exactly ceil(``target-density`` x size) per layer
-(``fedticket.sparse.ltn_schedule``); (4) replies with the kept trained values (nothing rewinds to
+(``fedticket.algorithms.fedltn``); (4) replies with the kept trained values (nothing rewinds to
 theta_0), the biases and, when it pruned, its new mask. No training follows the prune in the same
 round.
 
@@ -33,8 +33,8 @@ import numpy as np
 
 from clients.base import Masks, register_client
 from clients.lotteryfl import LotteryFLClient
+from fedticket.algorithms.fedltn import FedLTNSettings, jumpstart_steps, post_prune_counts
 from fedticket.learn.models import load_state_arrays, state_arrays
-from fedticket.sparse.ltn_schedule import jumpstart_steps, post_prune_counts
 from fedticket.sparse.masks import apply_masks, kept_share, prune_smallest
 
 
@@ -42,16 +42,20 @@ from fedticket.sparse.masks import apply_masks, kept_share, prune_smallest
 class FedLTNClient(LotteryFLClient):
     local_batchnorm = True
 
+    @property
+    def fedltn(self) -> FedLTNSettings:
+        """FedLTN's own hyper-parameters (``fedticket.algorithms.fedltn``)."""
+        return FedLTNSettings.of(self.config)
+
     def fit(
         self, server_round: int, arrays: dict[str, np.ndarray], masks: Masks | None
     ) -> tuple[dict[str, np.ndarray], Masks | None, dict[str, float]]:
-        config = self.config
         masks = masks or self.dense_masks(arrays)
         counters = self.state.counters()
         prunes = int(counters.get("prunes", 0))
         cycles = 1
-        if config.jump_start == "local" and not counters.get("jump-started"):
-            cycles += jumpstart_steps(config.prune_rate, config.target_density)
+        if self.fedltn.jump_start == "local" and not counters.get("jump-started"):
+            cycles += jumpstart_steps(self.lottery.prune_rate, self.lottery.target_density)
             counters["jump-started"] = server_round
 
         load_state_arrays(self.model, arrays)
@@ -61,8 +65,8 @@ class FedLTNClient(LotteryFLClient):
             losses.append(stats.loss)
             seconds += stats.seconds
             gate_accuracy = self.gate_accuracy()
-            counts = post_prune_counts(masks, config.prune_rate, config.target_density)
-            if gate_accuracy > config.acc_threshold and any(counts.values()):
+            counts = post_prune_counts(masks, self.lottery.prune_rate, self.lottery.target_density)
+            if gate_accuracy > self.lottery.acc_threshold and any(counts.values()):
                 trained = state_arrays(self.model)
                 masks = prune_smallest(trained, masks, counts)
                 load_state_arrays(self.model, apply_masks(trained, masks))  # no rewind

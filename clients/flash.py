@@ -21,21 +21,27 @@ from __future__ import annotations
 import numpy as np
 
 from clients.base import FederatedClient, Masks, register_client
+from fedticket.algorithms.flash import SENSITIVITY_STAGE, FlashSettings
 from fedticket.learn.models import load_state_arrays, state_arrays
 from fedticket.learn.train import train
 from fedticket.sparse.masks import Mask
-from fedticket.sparse.prune_regrow import SENSITIVITY_STAGE, prune_and_regrow, prune_rate_at
+from fedticket.sparse.prune_regrow import prune_and_regrow, prune_rate_at
 
 
 @register_client("flash")
 class FlashClient(FederatedClient):
+    @property
+    def flash(self) -> FlashSettings:
+        """FLASH's hyper-parameters (``fedticket.algorithms.flash``)."""
+        return FlashSettings.of(self.config)
+
     def fit(
         self, server_round: int, arrays: dict[str, np.ndarray], masks: Masks | None
     ) -> tuple[dict[str, np.ndarray] | None, Masks | None, dict[str, float]]:
         config = self.config
         sensitivity = self.stage == SENSITIVITY_STAGE
-        evolve = sensitivity or config.flash_mode in ("jmwst", "hetero")
-        epochs = config.init_epochs if sensitivity else config.local_epochs
+        evolve = sensitivity or self.flash.flash_mode in ("jmwst", "hetero")
+        epochs = self.flash.init_epochs if sensitivity else config.local_epochs
         load_state_arrays(self.model, arrays)
         rng = np.random.default_rng(self.seed_for(server_round, purpose=7))
         batches = -(-len(self.data.y_train) // config.batch_size)
@@ -49,7 +55,7 @@ class FlashClient(FederatedClient):
             if not (end_of_epoch if epochs > 1 else mid_single_epoch):
                 return None
             step = epoch * per_epoch + batch + 1
-            rate = prune_rate_at(step, total_steps, config.dst_prune_rate)
+            rate = prune_rate_at(step, total_steps, self.flash.dst_prune_rate)
             return Mask.from_numpy(
                 prune_and_regrow(state_arrays(self.model), mask.to_numpy(), rate, rng)
             )

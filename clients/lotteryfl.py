@@ -39,6 +39,7 @@ import functools
 import numpy as np
 
 from clients.base import FederatedClient, Masks, density, register_client
+from fedticket.algorithms.lotteryfl import LotteryFLSettings
 from fedticket.learn.data import DATASETS
 from fedticket.learn.models import build_model, load_state_arrays, state_arrays
 from fedticket.learn.train import TrainStats, evaluate, train
@@ -54,6 +55,11 @@ def initial_weights(model: str, dataset: str, seed: int) -> dict[str, np.ndarray
 
 @register_client("lotteryfl")
 class LotteryFLClient(FederatedClient):
+    @property
+    def lottery(self) -> LotteryFLSettings:
+        """LotteryFL's hyper-parameters (``fedticket.algorithms.lotteryfl``)."""
+        return LotteryFLSettings.of(self.config)
+
     def fit(
         self, server_round: int, arrays: dict[str, np.ndarray], masks: Masks | None
     ) -> tuple[dict[str, np.ndarray], Masks | None, dict[str, float]]:
@@ -67,12 +73,14 @@ class LotteryFLClient(FederatedClient):
 
         load_state_arrays(self.model, arrays)
         gate_accuracy = self.gate_accuracy()
-        pruned = gate_accuracy > config.acc_threshold and kept_rate > config.target_density
+        pruned = (
+            gate_accuracy > self.lottery.acc_threshold and kept_rate > self.lottery.target_density
+        )
         if pruned:
-            masks = prune_by_magnitude(arrays, masks, config.prune_rate)
-            kept_rate *= 1 - config.prune_rate
+            masks = prune_by_magnitude(arrays, masks, self.lottery.prune_rate)
+            kept_rate *= 1 - self.lottery.prune_rate
             prunes += 1
-            if config.rewind == "init":
+            if self.lottery.rewind == "init":
                 start = initial_weights(config.model, config.dataset, config.seed)
             else:
                 start = arrays
@@ -104,7 +112,7 @@ class LotteryFLClient(FederatedClient):
         data = self.data
         x, y = (
             (data.x_val, data.y_val)
-            if self.config.gate_data == "val"
+            if self.lottery.gate_data == "val"
             else (data.x_test, data.y_test)
         )
         gate = evaluate(self.model, x, y, batch_size=self.config.eval_batch_size)

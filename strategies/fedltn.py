@@ -36,8 +36,13 @@ import logging
 
 import numpy as np
 
+from fedticket.algorithms.fedltn import (
+    FedLTNSettings,
+    jumpstart_steps,
+    jumpstart_ticket,
+    post_prune_counts,
+)
 from fedticket.sparse.aggregate import server_momentum
-from fedticket.sparse.ltn_schedule import jumpstart_steps, jumpstart_ticket, post_prune_counts
 from fedticket.sparse.masks import kept_share
 from fedticket.store.checkpoints import (
     check_id_map,
@@ -60,11 +65,16 @@ class FedLTN(LotteryFL):
 
     local_batchnorm = True
 
+    @property
+    def fedltn(self) -> FedLTNSettings:
+        """FedLTN's own hyper-parameters (``fedticket.algorithms.fedltn``)."""
+        return FedLTNSettings.of(self.config)
+
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.velocity: dict[str, np.ndarray] = {}
         self.cohort: list[int] = []  # Jump-Start cohort partition ids
-        self.jump_starting = self.config.jump_start == "cohort"
+        self.jump_starting = self.fedltn.jump_start == "cohort"
         self.ticket: Masks | None = None  # what joiners start from once the cohort is done
         self.prune_steps: dict[int, int] = {}
         self.cohort_rounds: set[int] = set()  # rounds in which only the cohort trained
@@ -75,7 +85,7 @@ class FedLTN(LotteryFL):
             return super().train_sample(server_round)
         if not self.cohort:
             pids = sorted(n.partition_id for n in self.nodes.values())
-            size = max(1, round(self.config.jumpstart_fraction * len(pids)))
+            size = max(1, round(self.fedltn.jumpstart_fraction * len(pids)))
             rng = np.random.default_rng([self.config.seed, 0x15])
             self.cohort = sorted(int(p) for p in rng.choice(pids, size=size, replace=False))
             log.info("FedLTN Jump-Start: cohort %s trains first", self.cohort)
@@ -83,7 +93,7 @@ class FedLTN(LotteryFL):
         return [n for n in self.nodes.values() if n.partition_id in self.cohort]
 
     def _finish_jump_start(self, server_round: int, theta: dict[str, np.ndarray]) -> None:
-        steps = jumpstart_steps(self.config.prune_rate, self.config.target_density)
+        steps = jumpstart_steps(self.lottery.prune_rate, self.lottery.target_density)
         done = all(self.prune_steps.get(pid, 0) >= steps for pid in self.cohort)
         if not done and server_round < 3 * steps:
             return
@@ -93,7 +103,7 @@ class FedLTN(LotteryFL):
             log.warning("FedLTN Jump-Start: no cohort ticket arrived; joiners start dense")
             return
         self.ticket = jumpstart_ticket(
-            theta, cohort_masks, self.config.prune_rate, self.config.target_density
+            theta, cohort_masks, self.lottery.prune_rate, self.lottery.target_density
         )
         for node in self.nodes.values():
             if node.partition_id not in self.cohort:
@@ -128,8 +138,8 @@ class FedLTN(LotteryFL):
             mean,
             self.velocity,
             kept,
-            self.config.server_momentum,
-            self.config.server_lr,
+            self.fedltn.server_momentum,
+            self.fedltn.server_lr,
         )
         for update in updates:
             self.prune_steps[update.node.partition_id] = int(update.metrics.get("prunes", 0))
@@ -213,7 +223,7 @@ class FedLTN(LotteryFL):
 
     def at_target(self, masks: Masks) -> bool:
         return not any(
-            post_prune_counts(masks, self.config.prune_rate, self.config.target_density).values()
+            post_prune_counts(masks, self.lottery.prune_rate, self.lottery.target_density).values()
         )
 
     def round_extras(self, server_round: int) -> dict[str, float]:

@@ -39,6 +39,7 @@ from typing import ClassVar
 import numpy as np
 from flwr.serverapp import Grid
 
+from fedticket.algorithms.flash import SENSITIVITY_STAGE, FlashSettings
 from fedticket.learn.models import model_for, state_arrays
 from fedticket.sparse.aggregate import weighted_mean
 from fedticket.sparse.consensus import (
@@ -51,7 +52,6 @@ from fedticket.sparse.consensus import (
     top_k_masks,
 )
 from fedticket.sparse.masks import kept_share
-from fedticket.sparse.prune_regrow import SENSITIVITY_STAGE
 from fedticket.store.checkpoints import (
     check_id_map,
     check_masks,
@@ -74,6 +74,11 @@ class Flash(SparseStrategy):
     #: stage 1: each client's kept count per prunable layer
     train_metrics: ClassVar[dict[str, MetricSpec]] = {"layer-kept": MetricSpec(items=4096)}
 
+    @property
+    def flash(self) -> FlashSettings:
+        """FLASH's hyper-parameters (``fedticket.algorithms.flash``)."""
+        return FlashSettings.of(self.config)
+
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.consensus: Masks = {}
@@ -89,8 +94,8 @@ class Flash(SparseStrategy):
         config = self.config
         rng = np.random.default_rng([config.seed, 0xF1A5])
         shapes = {name: self.template[name].shape for name in self.prunable}
-        start = random_masks(shapes, dict.fromkeys(shapes, config.density), rng)
-        chosen = self.sample(config.init_fraction, 1)
+        start = random_masks(shapes, dict.fromkeys(shapes, self.flash.density), rng)
+        chosen = self.sample(self.flash.init_fraction, 1)
         replies = self.send_stage(
             grid, [(node, initial, start) for node in chosen], SENSITIVITY_STAGE
         )
@@ -103,10 +108,10 @@ class Flash(SparseStrategy):
             mean = {
                 n: float(np.mean([c[n] for c in counts])) / self.sizes[n] for n in self.prunable
             }
-            densities = rescale_layer_densities(mean, self.sizes, config.density)
+            densities = rescale_layer_densities(mean, self.sizes, self.flash.density)
         else:
             log.warning("FLASH stage 1: no client reported layer counts; uniform layer densities")
-            densities = dict.fromkeys(self.prunable, config.density)
+            densities = dict.fromkeys(self.prunable, self.flash.density)
         self.consensus = random_masks(shapes, densities, rng)
         log.info(
             "FLASH stage 1 (%d clients): layer densities %s",
@@ -118,7 +123,7 @@ class Flash(SparseStrategy):
 
     # ------------------------------------------------------------------ rounds
     def client_masks(self, server_round: int, node: NodeInfo) -> Masks:
-        if self.config.flash_mode == "hetero" and self.levels:
+        if self.flash.flash_mode == "hetero" and self.levels:
             return self.levels.get(
                 node.density_level, self.consensus
             )  # new level: until next update
@@ -127,10 +132,9 @@ class Flash(SparseStrategy):
     def aggregate(
         self, server_round: int, updates: list[ClientUpdate], global_arrays: dict[str, np.ndarray]
     ) -> dict[str, np.ndarray]:
-        config = self.config
         weights = self.client_weights(updates)
         masks = [u.masks or {} for u in updates]
-        if config.update_mode == "coverage" or config.flash_mode == "hetero":
+        if self.flash.update_mode == "coverage" or self.flash.flash_mode == "hetero":
             merged = coverage_mean([u.arrays for u in updates], masks, weights)
         else:
             merged = weighted_mean([u.arrays for u in updates], weights)
@@ -139,24 +143,24 @@ class Flash(SparseStrategy):
             if len(updates) > 1
             else np.nan
         }
-        evolving = config.flash_mode in ("jmwst", "hetero")
-        if evolving and server_round % config.consensus_interval == 0:
+        evolving = self.flash.flash_mode in ("jmwst", "hetero")
+        if evolving and server_round % self.flash.consensus_interval == 0:
             previous = self.consensus
-            if config.flash_mode == "hetero":
+            if self.flash.flash_mode == "hetero":
                 levels = sorted({0.5, 0.75, 1.0} | {n.density_level for n in self.nodes.values()})
                 nested = nested_masks(
-                    merged, self.sizes, [level * config.density for level in levels]
+                    merged, self.sizes, [level * self.flash.density for level in levels]
                 )
-                self.levels = {level: nested[level * config.density] for level in levels}
+                self.levels = {level: nested[level * self.flash.density] for level in levels}
                 self.consensus = self.levels[1.0]
             else:
                 source = (
                     {"client_masks": [m for m in masks if m]}
-                    if config.budget_source == "avg"
+                    if self.flash.budget_source == "avg"
                     else {"aggregate": merged}
                 )
                 self.consensus = top_k_masks(
-                    merged, layer_budgets(self.sizes, config.density, **source)
+                    merged, layer_budgets(self.sizes, self.flash.density, **source)
                 )
             extras["consensus_jaccard_vs_previous"] = mean_pairwise_jaccard(
                 [previous, self.consensus]

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
+from fedticket.algorithms.lotteryfl import LotteryFLSettings
 from fedticket.sparse.masks import ones_masks
 from strategies.base import Masks, NodeInfo, register_strategy
 from strategies.fedavg import FedAvg
@@ -38,6 +39,11 @@ class LotteryFL(FedAvg):
         "prunes": COUNT,
     }
 
+    @property
+    def lottery(self) -> LotteryFLSettings:
+        """LotteryFL's hyper-parameters (``fedticket.algorithms.lotteryfl``)."""
+        return LotteryFLSettings.of(self.config)
+
     def client_masks(self, server_round: int, node: NodeInfo) -> Masks:
         masks = self.masks.get(node.partition_id)
         if masks is None:
@@ -49,7 +55,7 @@ class LotteryFL(FedAvg):
         """Whether a client with ``masks`` has stopped pruning (its kept share is at or below
         ``target-density``, the code's stop rule)."""
         kept = sum(int(m.sum()) for m in masks.values())
-        return kept <= self.config.target_density * sum(m.size for m in masks.values())
+        return kept <= self.lottery.target_density * sum(m.size for m in masks.values())
 
     def round_extras(self, server_round: int) -> dict[str, float]:
         """``share_at_target``: the share of connected clients whose ticket is done pruning

@@ -252,3 +252,25 @@ def restore_tables(
     for row in comm[comm["round"] <= last_round].to_dict("records"):
         ledger.record(**{k: (v.item() if hasattr(v, "item") else v) for k, v in row.items()})
     return round_rows, client_rows, ledger
+
+
+@dataclass
+class RunTables:
+    """The rows a run's results tables are written from, shared by the strategy (round rows,
+    client rows of good replies), the roster (rejected nodes) and the exchange (traffic in the
+    ledger, failure rows). A resume replaces the rows in place, so every holder sees them."""
+
+    run_dir: RunDirectory
+    round_rows: list[dict] = field(default_factory=list)
+    client_rows: list[dict] = field(default_factory=list)
+    ledger: CommLedger = field(default_factory=CommLedger)
+
+    def add(self, row: ClientRow) -> None:
+        self.client_rows.append(row.as_dict())
+
+    def write(self, masks: Mapping[int, Mapping[str, np.ndarray]] | None = None) -> None:
+        write_tables(self.run_dir, self.round_rows, self.client_rows, self.ledger, masks)
+
+    def restore(self, last_round: int) -> None:
+        """The rows on disk up to ``last_round`` (``restore_tables``)."""
+        self.round_rows, self.client_rows, self.ledger = restore_tables(self.run_dir, last_round)

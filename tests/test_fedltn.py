@@ -11,11 +11,7 @@ import clients.fedltn as fedltn_client
 from clients.fedltn import FedLTNClient
 from clients.lotteryfl import initial_weights
 from clients.state import ClientState
-from fedticket.config import RunConfig
-from fedticket.learn.data import client_data
-from fedticket.learn.models import batchnorm_names, build_model
-from fedticket.sparse.aggregate import masked_mean, server_momentum
-from fedticket.sparse.ltn_schedule import (
+from fedticket.algorithms.fedltn import (
     jumpstart_steps,
     jumpstart_ticket,
     post_prune_counts,
@@ -24,6 +20,10 @@ from fedticket.sparse.ltn_schedule import (
     steps_to_target,
     target_count,
 )
+from fedticket.config import RunConfig
+from fedticket.learn.data import client_data
+from fedticket.learn.models import batchnorm_names, build_model
+from fedticket.sparse.aggregate import masked_mean, server_momentum
 from fedticket.sparse.masks import ones_masks, prunable_names, prune_smallest
 from simulations.server_app import run_federation
 from strategies.fedltn import FedLTN

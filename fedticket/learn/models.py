@@ -14,6 +14,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from fedticket.registry import MODELS
+
 if TYPE_CHECKING:
     from fedticket.config import RunConfig
 
@@ -29,15 +31,12 @@ class ModelSpec:
         return self.input_shapes is None or tuple(input_shape) in self.input_shapes
 
 
-MODELS: dict[str, ModelSpec] = {}
-
-
 def register_model(
     name: str, *, input_shapes: set[tuple[int, int, int]] | None = None, description: str = ""
 ) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
     def wrap(build: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
         shapes = frozenset(input_shapes) if input_shapes is not None else None
-        MODELS[name] = ModelSpec(name, build, shapes, description)
+        MODELS.add(name, ModelSpec(name, build, shapes, description))
         return build
 
     return wrap

@@ -16,12 +16,11 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
 from collections.abc import Iterator
 
 import torch
 
-DEVICE_SPEC = re.compile(r"auto|cpu|cuda(:\d+)?")
+from fedticket.config.run_config import DEVICE_SPEC
 
 
 class DeviceError(RuntimeError):

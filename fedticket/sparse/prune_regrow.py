@@ -22,10 +22,6 @@ import numpy as np
 
 from fedticket.sparse.masks import Masks
 
-#: the ``Instructions.stage`` of FLASH's stage-1 round: clients measure layer sensitivity by
-#: sparse dynamic training and reply with kept counts only
-SENSITIVITY_STAGE = "sensitivity"
-
 
 def prune_rate_at(step: int, total_steps: int, initial: float = 0.25) -> float:
     """The linearly decayed prune rate after ``step`` of ``total_steps`` local steps."""

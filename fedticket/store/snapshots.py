@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import MutableMapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from flwr.app import Array, ArrayRecord, ConfigRecord, RecordDict
 
 from fedticket.store.checkpoints import (
     META,
@@ -28,6 +28,10 @@ from fedticket.store.checkpoints import (
     require_key,
     write_archive,
 )
+from fedticket.wire.state_records import array_record, config_record, drop_slice, state_slice
+
+#: Flower's ``context.state`` (a RecordDict), typed loosely: Flower types stay in ``wire``
+State = MutableMapping[str, Any]
 
 log = logging.getLogger("flwr")
 
@@ -55,14 +59,13 @@ class ClientSnapshots:
     def _path(self, server_round: int) -> Path:
         return self.directory / f"r{server_round:06d}.npz"
 
-    def load_into(self, state: RecordDict, before: int, rebuild: bool = False) -> int | None:
+    def load_into(self, state: State, before: int, rebuild: bool = False) -> int | None:
         """Replace this client's records in ``state`` by its newest snapshot of a round
         < ``before`` (none: the client starts empty). Returns that round.
 
         A damaged or foreign snapshot raises ``ClientStateError`` naming the file, the field
         and the fix; with ``rebuild`` it is logged and the client starts empty (None)."""
-        for key in [k for k in state if k.startswith(self.prefix)]:
-            del state[key]
+        drop_slice(state, self.prefix)
         earlier = [r for r in self._rounds() if r < before]
         if not earlier:
             return None
@@ -92,9 +95,7 @@ class ClientSnapshots:
             problem,
         )
 
-    def _records(
-        self, arrays: dict[str, np.ndarray], meta: Any
-    ) -> dict[str, ConfigRecord | ArrayRecord]:
+    def _records(self, arrays: dict[str, np.ndarray], meta: Any) -> dict[str, Any]:
         """The records ``save`` wrote, rebuilt; ``CheckpointError`` naming the first field
         that is not what ``save`` writes."""
         require(isinstance(meta, dict), META, f"is {describe(meta)}, not a JSON object")
@@ -108,7 +109,7 @@ class ClientSnapshots:
             "arrays",
             f"is {describe(listed)}, not the sorted record names of 'order' {sorted(order)}",
         )
-        records: dict[str, ConfigRecord | ArrayRecord] = {}
+        records: dict[str, Any] = {}
         for key, values in configs.items():
             self._require_own(key, "configs")
             records[key] = _config_record(key, values)
@@ -131,22 +132,17 @@ class ClientSnapshots:
             f"({self.prefix}<name>)",
         )
 
-    def save(self, state: RecordDict, server_round: int, checkpoint_round: int) -> None:
+    def save(self, state: State, server_round: int, checkpoint_round: int) -> None:
         """Write this client's records as the snapshot of ``server_round``; drop snapshots a
         resume from ``checkpoint_round`` can no longer need."""
-        configs, arrays, order = {}, {}, {}
-        for key, record in state.items():
-            if not key.startswith(self.prefix):
-                continue
-            if isinstance(record, ConfigRecord):
-                configs[key] = dict(record)
-            elif isinstance(record, ArrayRecord):
-                order[key] = list(record.keys())
-                arrays |= {f"{key}//{name}": a.numpy() for name, a in record.items()}
+        configs, records = state_slice(state, self.prefix)
+        order = {key: list(named) for key, named in records.items()}
+        arrays = {
+            f"{key}//{name}": a for key, named in records.items() for name, a in named.items()
+        }
         meta = {"configs": configs, "arrays": sorted(order), "order": order}
         write_archive(self._path(server_round), arrays, meta)
-        for key in [k for k in state if k.startswith(self.prefix)]:
-            del state[key]  # on disk now: the simulation's memory stays flat in the client count
+        drop_slice(state, self.prefix)  # on disk now: memory stays flat in the client count
         rounds = self._rounds()
         kept = [r for r in rounds if r <= checkpoint_round]
         floor = kept[-1] if kept else -1
@@ -155,19 +151,19 @@ class ClientSnapshots:
                 self._path(old).unlink(missing_ok=True)
 
 
-def _config_record(key: str, values: Any) -> ConfigRecord:
+def _config_record(key: str, values: Any) -> Any:
     """``configs[key]`` as a ConfigRecord; Flower's ``TypeError`` for a value it cannot hold
     (None, an object, a mixed list) becomes a ``CheckpointError`` naming the record."""
     require(
         isinstance(values, dict), "configs", f"record {key!r} is {describe(values)}, not an object"
     )
     try:
-        return ConfigRecord(values)
-    except (TypeError, ValueError, AttributeError) as exc:
-        raise CheckpointError(f"'configs' record {key!r}: {str(exc).rstrip('.')}") from None
+        return config_record(values)
+    except ValueError as exc:
+        raise CheckpointError(f"'configs' record {key!r}: {exc}") from None
 
 
-def _array_record(key: str, names: Any, arrays: dict[str, np.ndarray]) -> ArrayRecord:
+def _array_record(key: str, names: Any, arrays: dict[str, np.ndarray]) -> Any:
     """``order[key]``'s arrays, in that order, as an ArrayRecord."""
     require(
         isinstance(names, list)
@@ -185,8 +181,6 @@ def _array_record(key: str, names: Any, arrays: dict[str, np.ndarray]) -> ArrayR
             f"has dtype {stored.dtype}, not a bool, int or float array",
         )
     try:
-        return ArrayRecord(
-            {name: Array(np.ascontiguousarray(arrays[f"{key}//{name}"])) for name in names}
-        )
-    except (TypeError, ValueError) as exc:
-        raise CheckpointError(f"'order' record {key!r}: {str(exc).rstrip('.')}") from None
+        return array_record({name: arrays[f"{key}//{name}"] for name in names})
+    except ValueError as exc:
+        raise CheckpointError(f"'order' record {key!r}: {exc}") from None

@@ -1,4 +1,4 @@
-"""The dataset and partitioner registries, and the types they hold."""
+"""The dataset and partitioner registries (``fedticket.registry``), and the types they hold."""
 
 from __future__ import annotations
 
@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
+
+from fedticket.registry import DATASETS, PARTITIONERS
 
 if TYPE_CHECKING:
     from fedticket.config import RunConfig
@@ -34,9 +36,7 @@ class DatasetSpec:
     description: str
 
 
-DATASETS: dict[str, DatasetSpec] = {}
 Partitioner = Callable[[np.ndarray, int, "RunConfig"], list[np.ndarray]]
-PARTITIONERS: dict[str, Partitioner] = {}
 
 
 def register_dataset(
@@ -48,8 +48,8 @@ def register_dataset(
     description: str = "",
 ) -> Callable[[Callable[[str, bool], Pool]], Callable[[str, bool], Pool]]:
     def wrap(load: Callable[[str, bool], Pool]) -> Callable[[str, bool], Pool]:
-        DATASETS[name] = DatasetSpec(
-            name, load, input_shape, num_classes, needs_data_dir, description
+        DATASETS.add(
+            name, DatasetSpec(name, load, input_shape, num_classes, needs_data_dir, description)
         )
         return load
 
@@ -58,7 +58,7 @@ def register_dataset(
 
 def register_partitioner(name: str) -> Callable[[Partitioner], Partitioner]:
     def wrap(fn: Partitioner) -> Partitioner:
-        PARTITIONERS[name] = fn
+        PARTITIONERS.add(name, fn)
         return fn
 
     return wrap

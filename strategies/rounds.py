@@ -1,0 +1,94 @@
+"""The round loop, Flower's ``Strategy.start`` (configure, send, aggregate; train, then
+evaluate) owned here, so that a run can start at a resumed round, retry a round that got fewer
+than ``min-train-replies`` replies, and checkpoint after a round."""
+
+from __future__ import annotations
+
+import logging
+from typing import Protocol
+
+import numpy as np
+from flwr.app import ArrayRecord, ConfigRecord, MetricRecord
+from flwr.serverapp import Grid
+
+from fedticket.config import RunConfig
+from fedticket.wire.records import record_to_state, state_to_record
+from strategies.exchange import Delivery, Exchange, Outbox
+from strategies.nodes import NoClientsError
+
+log = logging.getLogger("flwr")  # Flower's handlers print it in `flwr run --stream`
+
+
+class RoundSteps(Protocol):
+    """What the loop drives (a ``SparseStrategy``)."""
+
+    config: RunConfig
+    template: dict[str, np.ndarray]
+    exchange: Exchange
+
+    def configure_train(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Outbox: ...
+
+    def aggregate_train(
+        self, server_round: int, replies: Delivery
+    ) -> tuple[ArrayRecord | None, MetricRecord | None]: ...
+
+    def configure_evaluate(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Outbox: ...
+
+    def aggregate_evaluate(self, server_round: int, replies: Delivery) -> MetricRecord | None: ...
+
+    def write_results(self) -> None: ...
+
+    def save_checkpoint(self, server_round: int, global_arrays: dict[str, np.ndarray]) -> None: ...
+
+
+def run_rounds(
+    steps: RoundSteps,
+    grid: Grid,
+    arrays: dict[str, np.ndarray],
+    first_round: int,
+    num_rounds: int,
+) -> dict[str, np.ndarray]:
+    """Rounds ``first_round`` to ``num_rounds`` from the global model ``arrays``; returns the
+    final one. Raises ``NoClientsError`` when a round stays short of training replies."""
+    config, record = steps.config, state_to_record(arrays)
+    for server_round in range(first_round, num_rounds + 1):
+        for attempt in range(config.round_retries + 1):
+            outbox = steps.configure_train(server_round, record, ConfigRecord(), grid)
+            new, metrics = steps.aggregate_train(server_round, steps.exchange.deliver(grid, outbox))
+            updates = int(metrics["clients"]) if metrics is not None else 0
+            if updates >= config.min_train_replies:
+                break
+            log.warning(
+                "round %s: %d of min-train-replies=%d training replies (try %d of %d)",
+                server_round,
+                updates,
+                config.min_train_replies,
+                attempt + 1,
+                config.round_retries + 1,
+            )
+        else:
+            steps.write_results()
+            raise NoClientsError(
+                f"round {server_round}: fewer than min-train-replies="
+                f"{config.min_train_replies} clients replied in {config.round_retries + 1} "
+                "tries; see clients.parquet for why; fix the clients, lower "
+                "min-train-replies, or resume later (finished rounds are kept)"
+            )
+        if new is not None:
+            record = new
+        outbox = steps.configure_evaluate(server_round, record, ConfigRecord(), grid)
+        steps.aggregate_evaluate(server_round, steps.exchange.deliver(grid, outbox))
+        every = config.checkpoint_every
+        if every and (server_round % every == 0 or server_round == num_rounds):
+            steps.save_checkpoint(server_round, record_to_state(record, steps.template))
+    return record_to_state(record, steps.template)
+
+
+def is_evaluation_round(config: RunConfig, server_round: int) -> bool:
+    """Every ``evaluate-every`` rounds and after the last."""
+    every, last = config.evaluate_every, config.num_rounds
+    return server_round % every == 0 or server_round == last
