@@ -41,9 +41,8 @@ from flwr.serverapp import Grid
 
 from fedticket.algorithms.flash import SENSITIVITY_STAGE, FlashSettings
 from fedticket.learn.models import model_for, state_arrays
-from fedticket.sparse.aggregate import weighted_mean
+from fedticket.sparse.aggregate import coverage_mean, weighted_mean
 from fedticket.sparse.consensus import (
-    coverage_mean,
     layer_budgets,
     mean_pairwise_jaccard,
     nested_masks,

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from fedticket.sparse.aggregate import coverage_mean
 from fedticket.sparse.consensus import (
-    coverage_mean,
     layer_budgets,
     mean_pairwise_jaccard,
     nested_masks,

@@ -1,4 +1,5 @@
-"""Aggregation maths shared by the strategies (pure numpy)."""
+"""Aggregation maths shared by the strategies (pure numpy): plain, keeper (masked) and coverage
+means, and server momentum."""
 
 from __future__ import annotations
 
@@ -108,3 +109,32 @@ def server_momentum(
         theta[name] = np.where(keep, old64 - lr * v, old64).astype(old.dtype)
         new_velocity[name] = v
     return theta, new_velocity
+
+
+def coverage_mean(
+    updates: Sequence[Mapping[str, np.ndarray]],
+    masks: Sequence[Mapping[str, np.ndarray]],
+    weights: Sequence[float] | None = None,
+) -> dict[str, np.ndarray]:
+    """FLASH's mask-aware mean ("FMA", update_mode 1): per entry, the weighted sum of the client
+    values over the weight of the clients whose mask covers it, 0 where none does (spec test G).
+    Tensors without masks are (weighted) plain means; integer tensors take the largest value."""
+    w = np.ones(len(updates)) if weights is None else np.asarray(weights, dtype=np.float64)
+    result = {}
+    for name in updates[0]:
+        first = np.asarray(updates[0][name])
+        if not np.issubdtype(first.dtype, np.floating):
+            result[name] = np.max(np.stack([u[name] for u in updates]), axis=0)
+            continue
+        stack = np.stack([np.asarray(u[name], dtype=np.float64) for u in updates])
+        shape = (-1,) + (1,) * first.ndim
+        if all(m and name in m for m in masks):
+            cover = np.stack([m[name] for m in masks]).astype(np.float64) * w.reshape(shape)
+            total = cover.sum(axis=0)
+            mean = np.where(
+                total > 0, (stack * cover).sum(axis=0) / np.where(total > 0, total, 1), 0.0
+            )
+        else:
+            mean = (stack * w.reshape(shape)).sum(axis=0) / w.sum()
+        result[name] = mean.astype(first.dtype)
+    return result
