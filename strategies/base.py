@@ -82,6 +82,8 @@ class SparseStrategy(Strategy):
     #: metrics the algorithm's clients add to the base ones (``strategies.replies``); metrics
     #: named nowhere are dropped unread
     train_metrics: ClassVar[Mapping[str, MetricSpec]] = {}
+    #: True: the model goes down as one broadcast per send, counted once (CELL)
+    broadcast: ClassVar[bool] = False
     evaluate_metrics: ClassVar[Mapping[str, MetricSpec]] = {}
 
     def __init__(
@@ -97,7 +99,9 @@ class SparseStrategy(Strategy):
         self.run_dir = run_dir
         self.tables = RunTables(run_dir)
         metrics = {"train": self.train_metrics, "evaluate": self.evaluate_metrics}
-        self.exchange = Exchange(config, self.template, self.tables, self.instructions, metrics)
+        self.exchange = Exchange(
+            config, self.template, self.tables, self.instructions, metrics, self.broadcast
+        )
         self.roster = NodeRoster(config, self.exchange, self.tables)
         self.masks: dict[int, Masks] = {}  # partition id -> the mask the client trains under
         self._global: dict[str, np.ndarray] = {}
@@ -294,9 +298,8 @@ class SparseStrategy(Strategy):
 
     # ------------------------------------------------------------------ evaluation
     def keep_reference_best(self, partition_id: int, metrics: Mapping[str, float]) -> float:
-        """The ``reference`` protocol's best-ever for a client, kept here too: a client whose
-        state was lost (a restarted SuperNode, a resume with in-memory client state) restarts
-        its own running maximum, the server's copy (checkpointed) carries it on."""
+        """The ``reference`` protocol's best-ever for a client, kept (and checkpointed) here too:
+        a client that lost its state restarts its own running maximum; this copy carries on."""
         reported = float(metrics.get("reference-accuracy", math.nan))
         best = running_best(self.reference_best.get(partition_id, math.nan), reported)
         self.reference_best[partition_id] = best
@@ -326,8 +329,7 @@ class SparseStrategy(Strategy):
         return checkpointing.checkpoint_path(self.run_dir)
 
     def save_checkpoint(self, server_round: int, global_arrays: dict[str, np.ndarray]) -> None:
-        """Everything the server needs to continue after ``server_round`` (tables are already
-        on disk up to it): global model, masks, held digests, RNG, algorithm state."""
+        """What the server needs to continue after ``server_round`` (the tables are on disk)."""
         checkpoint = checkpointing.Checkpoint(
             round=server_round,
             global_arrays=global_arrays,
@@ -357,9 +359,8 @@ class SparseStrategy(Strategy):
         return {}, {}
 
     def check_extra(self, arrays: dict[str, np.ndarray], meta: dict) -> None:
-        """``CheckpointError`` naming the field unless ``restore_extra`` can use this state
-        (``extra`` meta, ``extra/`` arrays without the prefix); the ServerApp calls it through
-        ``load_checkpoint`` before clients connect. Default: no state to check."""
+        """``CheckpointError`` naming the field unless ``restore_extra`` can use this state (run
+        by ``load_checkpoint`` before clients connect). Default: no state to check."""
 
     def restore_extra(self, arrays: dict[str, np.ndarray], meta: dict) -> None:
         """Inverse of ``extra_state``."""

@@ -40,6 +40,7 @@ from fedticket.wire.records import (
     payload_bytes,
     position_bytes,
 )
+from strategies.broadcast import record_broadcast
 from strategies.nodes import NodeInfo, client_row
 from strategies.replies import CheckedReply, Expected, InvalidReply, MetricSpec, check_reply
 from strategies.reporting import RunTables
@@ -146,6 +147,8 @@ class Exchange:
         The header of a message of (round, stage): what a client is told besides the tensors.
     metrics : Mapping[str, Mapping[str, MetricSpec]]
         By kind (train, evaluate): the metrics the algorithm's clients add to the base ones.
+    broadcast : bool
+        Count each train and evaluate send as one downlink broadcast (``strategies.broadcast``).
     """
 
     def __init__(
@@ -155,12 +158,14 @@ class Exchange:
         tables: RunTables,
         instructions: Callable[[int, str], Instructions],
         metrics: Mapping[str, Mapping[str, MetricSpec]],
+        broadcast: bool = False,
     ) -> None:
         self.config = config
         self.template = template
         self.tables = tables
         self.instructions = instructions
         self.metrics = metrics
+        self.broadcast = broadcast  # train and evaluate models go down as one broadcast
         self.held: dict[int, str] = {}  # partition id -> mask digest the client is known to hold
         #: seconds spent in timed sends since the strategy last set it to 0 (a round's start)
         self.waiting = 0.0
@@ -209,8 +214,11 @@ class Exchange:
         server_round, kind = delivery.outbox.server_round, delivery.outbox.kind
         sent = delivery.outbox.sent
         by_id = {s.message.metadata.message_id: s for s in sent}
-        for s in sent:  # message ids are set once Flower has pushed them
-            self._record(server_round, s, s.message, "down", kind, s.dense)
+        if self.broadcast and kind != "query":
+            record_broadcast(self.tables.ledger, server_round, kind, sent)
+        else:
+            for s in sent:  # message ids are set once Flower has pushed them
+                self._record(server_round, s, s.message, "down", kind, s.dense)
         outcome, answered = Outcome(), set()
 
         def sent_order(reply: Message) -> tuple[int, int]:

@@ -17,6 +17,8 @@ dense_bytes : bytes the same tensors take as a dense fp32 state (what FedAvg sen
     messages without tensors.
 transfer_seconds : estimated time of message_bytes on the node's link model
     (latency + bytes / bandwidth); NaN when no link model is configured.
+channel : "unicast" (one receiver) or "broadcast" (one transmission that every receiver in the
+    broadcast domain hears, counted once: node_id 0, partition_id -1; CELL's downlink).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import pandas as pd
 
 DIRECTIONS = ("down", "up")
 KINDS = ("query", "train", "evaluate")
+CHANNELS = ("unicast", "broadcast")
 
 
 @dataclass(frozen=True)
@@ -42,8 +45,11 @@ class CommRecord:
     message_bytes: int
     dense_bytes: int
     transfer_seconds: float = math.nan
+    channel: str = "unicast"
 
     def __post_init__(self) -> None:
+        if self.channel not in CHANNELS:
+            raise ValueError(f"channel must be one of {CHANNELS}, got {self.channel!r}")
         if self.direction not in DIRECTIONS:
             raise ValueError(f"direction must be one of {DIRECTIONS}, got {self.direction!r}")
         if self.kind not in KINDS:
