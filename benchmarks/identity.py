@@ -1,6 +1,6 @@
 """Refactor guard: a seeded run of every algorithm gives bit-identical results before and after.
 
-Runs six short seeded federations in this process (the tests' loopback grid,
+Runs seven short seeded federations in this process (the tests' loopback grid,
 ``tests/loopback.py``: the real strategy and client code, no Ray, no ``flwr run``): FedAvg,
 LotteryFL (always pruning), FedLTN on the BatchNorm CNN (client state on disk, so the snapshot
 path runs) and FLASH in its three modes (SPDST, JMWST, hetero with two device classes). Each

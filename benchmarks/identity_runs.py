@@ -71,6 +71,17 @@ RUNS: dict[str, Run] = {
         _FLASH | {"flash-mode": "hetero"},
         {pid: {"device-class": "pi4" if pid < 2 else "jetson"} for pid in range(4)},
     ),
+    # the threshold lets some users pass and others straggle; the link model prices broadcasts
+    "cell": Run(
+        4,
+        {
+            "algorithm": "cell",
+            "model": "mnist-cnn",
+            "cell-threshold": 0.12,
+            "link-down-mbps": 20.0,
+            "link-up-mbps": 2.0,
+        },
+    ),
 }
 
 
