@@ -13,8 +13,10 @@ global model w_g (one broadcast for all), tests it on its validation data and:
   trains the dense model from w_g and uploads it dense (its ticket waits in its state);
 - **at the target**: trains w_g under its finished ticket (no test, no rewind) and uploads it.
 
-Deviation: a sparse upload always carries its mask's positions (the downlink holds no mask the
-reply could refer to); the shared codec codes them near the entropy bound.
+The ticket is the client's own state (``ticket``), apart from the mask the codec tracks
+(``mask``: the broadcast's form, or the last uploaded ticket). Deviation: a sparse upload always
+carries its mask's positions (the broadcast holds no mask of this user's that the reply could
+refer to); the shared codec codes them near the entropy bound.
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ class CellClient(LotteryFLClient):
         self, server_round: int, arrays: dict[str, np.ndarray], masks: Masks | None
     ) -> tuple[dict[str, np.ndarray], Masks | None, dict[str, float]]:
         settings, config = self.cell, self.config
-        ticket = self.state.masks() or self.dense_masks(arrays)
+        ticket = self.state.arrays("ticket") or self.dense_masks(arrays)
         counters = self.state.counters()
         pruned = float(counters.get("pruned-share", 1.0 - density(ticket)))
         threshold = float(counters.get("threshold", settings.cell_threshold))
@@ -79,7 +81,7 @@ class CellClient(LotteryFLClient):
             )
         prunes = int(counters.get("prunes", 0)) + int(lottery)
         counters |= {"pruned-share": pruned, "threshold": threshold, "prunes": prunes}
-        self.state.save_masks(ticket)  # the ticket stays while a straggler uploads dense
+        self.state.save_arrays("ticket", ticket)  # kept while a straggler uploads dense
         self.state.save_counters(counters)
         metrics = {
             "num-examples": len(self.data.y_train),
@@ -99,6 +101,6 @@ class CellClient(LotteryFLClient):
     ) -> dict[str, float]:
         """Every protocol on the user's personal model: the broadcast model under its own
         ticket (each user applies its mask locally)."""
-        ticket = self.state.masks()
+        ticket = self.state.arrays("ticket")
         personal = apply_masks(arrays, ticket) if ticket else arrays
         return super().evaluate(server_round, personal, ticket)

@@ -19,7 +19,7 @@ import torch
 from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
 
 from clients.base import CLIENTS, FederatedClient, density
-from clients.node import link_of, partition_of, with_node_data_dir
+from clients.node import compute_slowdown_of, link_of, partition_of, with_node_data_dir
 from clients.state import ClientState
 from clients.state_location import snapshots_for
 from fedticket.config import RunConfig
@@ -83,12 +83,16 @@ def answer_query(
         node[TORCH_DEVICE] = str(resolve_device(config.device))
     except DeviceError as exc:
         node[DEVICE_ERROR] = str(exc)
-    metrics = {
-        PARTITION_ID: pid,
-        NUM_PARTITIONS: num_partitions,
-        NUM_TRAIN: len(data.y_train),
-        NUM_TEST: len(data.y_test),
-    } | link_of(context.node_config, config)
+    metrics = (
+        {
+            PARTITION_ID: pid,
+            NUM_PARTITIONS: num_partitions,
+            NUM_TRAIN: len(data.y_train),
+            NUM_TEST: len(data.y_test),
+        }
+        | link_of(context.node_config, config)
+        | compute_slowdown_of(context.node_config)
+    )
     metrics["density-level"] = density_level(context.node_config, pid)
     return Message(
         RecordDict({METRICS: MetricRecord(metrics), NODE: ConfigRecord(node)}), reply_to=message

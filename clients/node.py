@@ -47,6 +47,20 @@ def link_of(node_config: Mapping[str, Any], config: RunConfig) -> dict[str, floa
     return link
 
 
+def compute_slowdown_of(node_config: Mapping[str, Any]) -> dict[str, float]:
+    """The node's ``compute-slowdown`` (how many times slower than the reference device it
+    trains, e.g. measured with benchmarks/device.py), when its node config sets one; the
+    server's time model (CELL's round deadline) uses it."""
+    if "compute-slowdown" not in node_config:
+        return {}
+    value = node_config["compute-slowdown"]
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 1e-3 <= value <= 1e4:
+        raise NodeConfigError(
+            f"node config compute-slowdown={value!r} must be a number from 0.001 to 10000"
+        )
+    return {"compute-slowdown": float(value)}
+
+
 def with_node_data_dir(config: RunConfig, node_config: Mapping[str, Any]) -> RunConfig:
     """A device's ``--node-config "data-dir=..."`` overrides the run config's: each device
     keeps its dataset files where it likes."""

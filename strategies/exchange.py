@@ -285,7 +285,10 @@ class Exchange:
         digest = mask_digest(send.masks)
         if send.tensors is not None:
             node = send.node
-            send_masks = node is None or self.held.get(node.partition_id) != digest
+            # a broadcast is one transmission: its positions go to every receiver alike
+            send_masks = (
+                self.broadcast or node is None or self.held.get(node.partition_id) != digest
+            )
             record, payload = encode_payload(
                 send.tensors,
                 send.masks,

@@ -39,6 +39,7 @@ class NodeInfo:
     density_level: float = 1.0  # the node's budget as a share of the target density
     device_class: str = "simulated"
     num_partitions: int = 0
+    compute_slowdown: float = 0.0  # node config's slowdown vs the reference device; 0: unknown
 
     def transfer_seconds(self, nbytes: int, direction: str) -> float:
         """Estimated time on this node's link (NaN when no link model is set)."""

@@ -87,6 +87,7 @@ QUERY_METRICS: dict[str, MetricSpec] = {
     "link-down-mbps": MetricSpec(low=0, high=1e6),
     "link-latency-ms": MetricSpec(low=0, high=1e6),
     "density-level": MetricSpec(low=0, high=1),
+    "compute-slowdown": MetricSpec(low=1e-3, high=1e4),
 }
 TRAIN_METRICS: dict[str, MetricSpec] = {
     PARTITION_ID: REQUIRED_COUNT,

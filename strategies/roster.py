@@ -153,6 +153,7 @@ class NodeRoster:
             float(m.get("density-level", 1.0)),
             described.get(DEVICE_CLASS, ""),
             int(m[NUM_PARTITIONS]),
+            float(m.get("compute-slowdown", 0.0)),
         )
 
     def _leave_out_shared_partitions(self) -> None:
