@@ -19,7 +19,13 @@ import torch
 from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
 
 from clients.base import CLIENTS, FederatedClient, density
-from clients.node import compute_slowdown_of, link_of, partition_of, with_node_data_dir
+from clients.node import (
+    broadcast_domain_of,
+    compute_slowdown_of,
+    link_of,
+    partition_of,
+    with_node_data_dir,
+)
 from clients.state import ClientState
 from clients.state_location import snapshots_for
 from fedticket.config import RunConfig
@@ -80,6 +86,7 @@ def answer_query(
     pid = data.partition_id
     try:
         node = {DEVICE_CLASS: device_class(context.node_config), TORCH_DEVICE: ""}
+        node |= broadcast_domain_of(context.node_config)
         node[TORCH_DEVICE] = str(resolve_device(config.device))
     except DeviceError as exc:
         node[DEVICE_ERROR] = str(exc)

@@ -61,6 +61,19 @@ def compute_slowdown_of(node_config: Mapping[str, Any]) -> dict[str, float]:
     return {"compute-slowdown": float(value)}
 
 
+def broadcast_domain_of(node_config: Mapping[str, Any]) -> dict[str, str]:
+    """The node's ``broadcast-domain`` (the cell or access point whose downlink broadcast it
+    hears), when its node config names one; nodes without one share the default domain."""
+    if "broadcast-domain" not in node_config:
+        return {}
+    value = node_config["broadcast-domain"]
+    if not isinstance(value, str) or not 0 < len(value) <= 64 or not value.isprintable():
+        raise NodeConfigError(
+            f"node config broadcast-domain={value!r} must be a printable name of 1 to 64 characters"
+        )
+    return {"broadcast-domain": value}
+
+
 def with_node_data_dir(config: RunConfig, node_config: Mapping[str, Any]) -> RunConfig:
     """A device's ``--node-config "data-dir=..."`` overrides the run config's: each device
     keeps its dataset files where it likes."""

@@ -2,11 +2,14 @@
 the broadcast domain hears, counted once per round and message kind (CELL: Seo et al., SPAWC
 2021, arXiv 2104.12501; docs/algorithms/cell.md section 3).
 
-Flower delivers a message per node, so each receiver's message still carries the model; the
-ledger counts what a broadcast channel would carry: one ``broadcast`` row with the bytes of the
-model part (payload record and its header) of one message, priced on the slowest downlink of
-its receivers (a broadcast must reach every one of them), and one ``unicast`` row per receiver
-with the bytes of its own part (its instruction header) and no payload.
+Flower delivers a message per node, so each receiver's message still carries the model (on a
+real deployment, Flower's transport moves one copy per node: the relay in the deployment test
+sees them); the ledger counts what a broadcast channel would carry: per broadcast domain (the
+receivers of one cell or access point: node config ``broadcast-domain``), one ``broadcast`` row
+with the bytes of the model part (payload record and its header) of one message, priced on the
+slowest downlink of its receivers (a broadcast must reach every one of them), and one
+``unicast`` row per receiver with the bytes of its own part (its instruction header) and no
+payload.
 """
 
 from __future__ import annotations
@@ -33,7 +36,8 @@ class NotABroadcast(ValueError):
 def record_broadcast(
     ledger: CommLedger, server_round: int, kind: str, sent: Sequence[Sent]
 ) -> None:
-    """Ledger rows for one downlink send as a broadcast (see the module docstring)."""
+    """Ledger rows for one downlink send as a broadcast: one per broadcast domain (node config
+    ``broadcast-domain``; see the module docstring)."""
     with_model = [s for s in sent if isinstance(s.message.content.get(ARRAYS), ArrayRecord)]
     if with_model:
         first = with_model[0].message
@@ -47,19 +51,25 @@ def record_broadcast(
                     "different model from the others; a broadcast sends one"
                 )
         size = message_bytes(_part(first, (ARRAYS, PAYLOAD)))
-        ledger.record(
-            round=server_round,
-            node_id=0,
-            partition_id=-1,
-            direction="down",
-            kind=kind,
-            payload_bytes=payload_bytes(arrays),
-            position_bytes=position_bytes(arrays, header),
-            message_bytes=size,
-            dense_bytes=with_model[0].dense,
-            transfer_seconds=broadcast_seconds([s.node for s in with_model if s.node], size),
-            channel="broadcast",
-        )
+        domains: dict[str, list[NodeInfo]] = {}
+        for s in with_model:
+            if s.node is not None:
+                domains.setdefault(s.node.broadcast_domain, []).append(s.node)
+        for domain, receivers in sorted(domains.items()):
+            ledger.record(
+                round=server_round,
+                node_id=0,
+                partition_id=-1,
+                direction="down",
+                kind=kind,
+                payload_bytes=payload_bytes(arrays),
+                position_bytes=position_bytes(arrays, header),
+                message_bytes=size,
+                dense_bytes=with_model[0].dense,
+                transfer_seconds=broadcast_seconds(receivers, size),
+                channel="broadcast",
+                domain=domain,
+            )
     for s in sent:
         size = message_bytes(_part(s.message, (CONFIG,)))
         ledger.record(

@@ -156,11 +156,12 @@ class Cell(LotteryFL):
         mix = simulated_slowdowns(
             num_partitions, config.seed, settings.cell_slow_share, settings.cell_slowdown
         )
-        down, up = math.nan, {}
+        down: dict[str, float] = {}  # broadcast domain -> its broadcast's seconds
+        up: dict[int, float] = {}
         for row in self.ledger.records:
             if row.round == server_round and row.kind == "train":
                 if row.channel == "broadcast":
-                    down = row.transfer_seconds
+                    down[row.domain] = row.transfer_seconds
                 elif row.direction == "up":
                     up[row.partition_id] = row.transfer_seconds
         seconds = {}
@@ -168,7 +169,7 @@ class Cell(LotteryFL):
             node = u.node
             slowdown = node.compute_slowdown or mix.get(node.partition_id, 1.0)
             seconds[node.partition_id] = modelled_round_seconds(
-                down,
+                down.get(node.broadcast_domain, math.nan),
                 u.num_examples,
                 config.local_epochs,
                 settings.cell_samples_per_second,

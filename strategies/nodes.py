@@ -40,6 +40,7 @@ class NodeInfo:
     device_class: str = "simulated"
     num_partitions: int = 0
     compute_slowdown: float = 0.0  # node config's slowdown vs the reference device; 0: unknown
+    broadcast_domain: str = ""  # the receivers that hear one broadcast ("": the default one)
 
     def transfer_seconds(self, nbytes: int, direction: str) -> float:
         """Estimated time on this node's link (NaN when no link model is set)."""

@@ -19,6 +19,7 @@ from flwr.serverapp import Grid
 
 from fedticket.config import RunConfig
 from fedticket.wire.protocol import (
+    BROADCAST_DOMAIN,
     DEVICE_CLASS,
     DEVICE_ERROR,
     NUM_PARTITIONS,
@@ -154,6 +155,7 @@ class NodeRoster:
             described.get(DEVICE_CLASS, ""),
             int(m[NUM_PARTITIONS]),
             float(m.get("compute-slowdown", 0.0)),
+            described.get(BROADCAST_DOMAIN, ""),
         )
 
     def _leave_out_shared_partitions(self) -> None:

@@ -216,3 +216,33 @@ def test_a_node_config_slowdown_travels_in_the_handshake_and_a_bad_one_is_refuse
     assert by_pid[0].compute_slowdown == 3.0 and by_pid[2].compute_slowdown == 0.0
     assert 1 not in by_pid  # its handshake failed, named
     assert any("compute-slowdown=-1" in reason for reason in strategy.rejected.values())
+
+
+def test_d_two_broadcast_domains_are_two_broadcasts_each_on_its_slowest_link(
+    tmp_path, flower_task_identity
+) -> None:
+    run_config = {
+        "algorithm": "cell",
+        "num-rounds": 1,
+        "min-train-clients": 4,
+        "min-evaluate-clients": 4,
+        "min-available-clients": 4,
+        "local-epochs": 1,
+        "output-root": str(tmp_path),
+    }
+    nodes = {
+        0: {"broadcast-domain": "cell-a", "link-down-mbps": 10.0},
+        1: {"broadcast-domain": "cell-a", "link-down-mbps": 40.0},
+        2: {"broadcast-domain": "cell-b", "link-down-mbps": 80.0},
+        3: {"broadcast-domain": "cell-b", "link-down-mbps": 20.0},
+    }
+    grid = LoopbackGrid(4, run_config, node_configs=nodes)
+    strategy = run_federation(grid, RunConfig.from_run_config(run_config))
+    comm = strategy.ledger.to_frame()
+    rows = comm[(comm["channel"] == "broadcast") & (comm["kind"] == "train")]
+    assert list(rows["domain"]) == ["cell-a", "cell-b"]
+    slowest = (
+        rows.set_index("domain")["message_bytes"] * 8 / pd.Series({"cell-a": 10e6, "cell-b": 20e6})
+    )
+    np.testing.assert_allclose(rows.set_index("domain")["transfer_seconds"], slowest)
+    assert {n.broadcast_domain for n in strategy.nodes.values()} == {"cell-a", "cell-b"}

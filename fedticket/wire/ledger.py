@@ -19,6 +19,7 @@ transfer_seconds : estimated time of message_bytes on the node's link model
     (latency + bytes / bandwidth); NaN when no link model is configured.
 channel : "unicast" (one receiver) or "broadcast" (one transmission that every receiver in the
     broadcast domain hears, counted once: node_id 0, partition_id -1; CELL's downlink).
+domain : a broadcast row's broadcast domain (node config ``broadcast-domain``; "" the default).
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ class CommRecord:
     dense_bytes: int
     transfer_seconds: float = math.nan
     channel: str = "unicast"
+    domain: str = ""  # a broadcast row's broadcast domain ("": the default one)
 
     def __post_init__(self) -> None:
         if self.channel not in CHANNELS:

@@ -30,7 +30,8 @@ NODE = "node"
 DEVICE_CLASS = "device-class"
 TORCH_DEVICE = "torch-device"
 DEVICE_ERROR = "device-error"
-NODE_FIELDS = (DEVICE_CLASS, TORCH_DEVICE, DEVICE_ERROR)
+BROADCAST_DOMAIN = "broadcast-domain"  # the receivers that hear one downlink broadcast
+NODE_FIELDS = (DEVICE_CLASS, TORCH_DEVICE, DEVICE_ERROR, BROADCAST_DOMAIN)
 
 # metrics every client reports (the algorithms add their own)
 PARTITION_ID = "partition-id"
