@@ -57,9 +57,14 @@ def _assert_same(a, b) -> None:
         pd.testing.assert_frame_equal(a[name], b[name], check_exact=True, obj=name)
 
 
-def test_a_crashed_run_resumes_from_its_checkpoint_and_ends_identical(tmp_path) -> None:
-    reference = _run(_config(tmp_path / "a")).run_dir.path
-    config = _config(tmp_path / "b")
+# CELL: broadcasts, tickets kept apart from the codec's mask, stragglers (threshold 0.12)
+CELL = {"algorithm": "cell", "model": "mnist-cnn", "cell-threshold": 0.12}
+
+
+@pytest.mark.parametrize("algorithm", [{}, CELL], ids=["fedltn", "cell"])
+def test_a_crashed_run_resumes_from_its_checkpoint_and_ends_identical(tmp_path, algorithm) -> None:
+    reference = _run(_config(tmp_path / "a", **algorithm)).run_dir.path
+    config = _config(tmp_path / "b", **algorithm)
     crashing = LoopbackGrid(3, config)
 
     def crash(context) -> None:
@@ -68,7 +73,7 @@ def test_a_crashed_run_resumes_from_its_checkpoint_and_ends_identical(tmp_path) 
     crashing.before[(3, 1, "train")] = crash  # mid-round 3, after a client of round 3 trained
     with pytest.raises(Crash):
         _run(config, crashing)
-    run_dir = next((tmp_path / "b" / "fedltn").iterdir())
+    run_dir = next((tmp_path / "b" / config["algorithm"]).iterdir())
     assert np.load(run_dir / "checkpoint.npz")["__meta__"] is not None
     assert pd.read_parquet(run_dir / "rounds.parquet")["round"].tolist() == [1, 2]
     resumed = _run(config)  # a new grid: every client lost its memory, as after a restart
