@@ -27,7 +27,6 @@ from clients.base import Masks, density, register_client
 from clients.lotteryfl import LotteryFLClient, initial_weights
 from fedticket.algorithms.cell import CellSettings, next_pruned_share, removal_counts
 from fedticket.learn.models import load_state_arrays, state_arrays
-from fedticket.learn.train import train
 from fedticket.sparse.masks import apply_masks, prune_smallest
 
 
@@ -65,20 +64,8 @@ class CellClient(LotteryFLClient):
             load_state_arrays(self.model, apply_masks(arrays, ticket))
         else:
             threshold *= settings.cell_threshold_decay
-        if lottery or done:
-            stats = self.train_masked(server_round, ticket)
-        else:  # a straggler trains and uploads the dense model
-            stats = train(
-                self.model,
-                self.data.x_train,
-                self.data.y_train,
-                epochs=config.local_epochs,
-                batch_size=config.batch_size,
-                lr=self.lr_for(server_round),
-                momentum=config.momentum,
-                weight_decay=config.weight_decay,
-                seed=self.seed_for(server_round),
-            )
+        # a straggler trains and uploads the dense model
+        stats = self.train_masked(server_round, ticket if lottery or done else None)
         prunes = int(counters.get("prunes", 0)) + int(lottery)
         counters |= {"pruned-share": pruned, "threshold": threshold, "prunes": prunes}
         self.state.save_arrays("ticket", ticket)  # kept while a straggler uploads dense

@@ -118,8 +118,8 @@ class LotteryFLClient(FederatedClient):
         gate = evaluate(self.model, x, y, batch_size=self.config.eval_batch_size)
         return gate.accuracy if gate.num_examples else 0.0
 
-    def train_masked(self, server_round: int, masks: Masks, purpose: int = 0) -> TrainStats:
-        """``local-epochs`` of SGD on the loaded model with ``masks`` held."""
+    def train_masked(self, server_round: int, masks: Masks | None, purpose: int = 0) -> TrainStats:
+        """``local-epochs`` of SGD on the loaded model with ``masks`` held (None: dense)."""
         config = self.config
         return train(
             self.model,
@@ -130,6 +130,6 @@ class LotteryFLClient(FederatedClient):
             lr=self.lr_for(server_round),
             momentum=config.momentum,
             weight_decay=config.weight_decay,
-            mask=Mask.from_numpy(masks),
+            mask=Mask.from_numpy(masks) if masks is not None else None,
             seed=self.seed_for(server_round, purpose),
         )
