@@ -107,7 +107,7 @@ def run_federation(
         run_dir.write_status("failed", len(strategy.round_rows), failure_reason(exc))
         raise
     strategy.write_results()
-    run_dir.write_status("completed", len(strategy.round_rows))
+    run_dir.write_status("completed", len(strategy.round_rows), strategy.stopped)
     return strategy
 
 
@@ -139,12 +139,15 @@ def closing_lines(strategy: SparseStrategy, seconds: float) -> list[str]:
     totals = strategy.ledger.totals()
     sent, dense = totals["payload_bytes"], totals["dense_bytes"]
     ratio = dense / sent if sent else math.nan
+    stopped = [f"stopped early: {strategy.stopped}"] if strategy.stopped else []
     return [
+        *stopped,
         f"{strategy.name} finished {len(strategy.round_rows)} rounds in {seconds:.1f} s; "
         f"accuracy at round {last.get('round', 0)}: {scores}",
         f"tensors sent {human_bytes(sent)} where dense fp32 (FedAvg) would send "
         f"{human_bytes(dense)}: {ratio:.2f} x less; {human_bytes(totals['message_bytes'])} "
         "in Flower messages",
+        *strategy.closing_lines(),
     ]
 
 

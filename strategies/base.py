@@ -61,19 +61,10 @@ class ClientUpdate:
 
 
 class SparseStrategy(Strategy):
-    """Base of every fedticket strategy (see the module docstring).
-
-    Parameters
-    ----------
-    config : RunConfig
-        The validated run configuration.
-    template : dict[str, np.ndarray]
-        The model's tensors (names, shapes, dtypes): what every payload must decode to.
-    run_dir : RunDirectory
-        Where the results tables go after every round.
-    prunable : list[str]
-        Names of the tensors that masks may cover (conv and linear weights).
-    """
+    """Base of every fedticket strategy (see the module docstring). ``config``: the validated
+    run configuration; ``template``: the model's tensors (names, shapes, dtypes), what every
+    payload must decode to; ``run_dir``: where the tables go after every round; ``prunable``:
+    the tensors masks may cover (conv and linear weights)."""
 
     name: ClassVar[str] = ""
     #: True: BatchNorm tensors stay on the clients and are left out of ``template`` and of
@@ -108,6 +99,7 @@ class SparseStrategy(Strategy):
         self._round_started = 0.0
         self._run_started = time.perf_counter()
         self.checkpoint_round = 0  # the last round a checkpoint holds
+        self.stopped = ""  # why the run ended before num-rounds ("": it did not)
         #: scores the ``global`` protocol; set by the ServerApp once it knows the partitions
         self.global_evaluator: GlobalEvaluator | None = None
         self.reference_best: dict[int, float] = {}  # partition id -> best-ever reported
@@ -173,6 +165,17 @@ class SparseStrategy(Strategy):
     def round_extras(self, server_round: int) -> dict[str, float]:
         """Algorithm-specific columns for this round's ``rounds.parquet`` row."""
         return {}
+
+    def on_evaluate_reply(self, server_round: int, node: NodeInfo, metrics: dict) -> None:
+        """A good evaluate reply's checked metrics (Fed-LTP's validation counts)."""
+
+    def stop_reason(self, server_round: int) -> str:
+        """Why the run ends before ``server_round`` (a privacy budget); "" to go on."""
+        return ""
+
+    def closing_lines(self) -> list[str]:
+        """What the algorithm adds to the run's last log lines."""
+        return []
 
     @abstractmethod
     def aggregate(
@@ -272,6 +275,7 @@ class SparseStrategy(Strategy):
             assert node is not None
             self.held[node.partition_id] = sent.digest
             m["reference-accuracy"] = self.keep_reference_best(node.partition_id, m)
+            self.on_evaluate_reply(server_round, node, m)
             self.tables.add(reply_row(server_round, "evaluate", node, m))
         self.exchange.record_failures(server_round, "evaluate", outcome)
         started_global = time.perf_counter()
@@ -306,13 +310,11 @@ class SparseStrategy(Strategy):
         return best
 
     def global_model(self) -> dict[str, np.ndarray]:
-        """The server's model that the ``global`` protocol scores (LotteryFL's code scores the
-        unmasked theta_g, E4)."""
+        """The model the ``global`` protocol scores (LotteryFL's code: unmasked theta_g, E4)."""
         return self._global
 
     def evaluate_global(self) -> EvalStats:
-        """The ``global`` protocol: the server's model on the held-out test set of all classes;
-        NaN without an evaluator (the server lacks the data) or a whole global model."""
+        """The ``global`` protocol: the model on the global test set (NaN: no data or model)."""
         if self.global_evaluator is None or not self._global:
             return EvalStats(math.nan, math.nan, 0)
         return self.global_evaluator.evaluate(self.global_model())
@@ -343,8 +345,7 @@ class SparseStrategy(Strategy):
         self.checkpoint_round = server_round
 
     def restore(self, arrays: dict[str, np.ndarray], meta: dict) -> dict[str, np.ndarray]:
-        """Undo ``save_checkpoint``: state, and the tables' rows up to its round. Returns the
-        global model to continue from."""
+        """Undo ``save_checkpoint`` (state, tables up to its round); the global model."""
         saved = checkpointing.Checkpoint.read(arrays, meta)
         self.masks, self.exchange.held = saved.masks, saved.held
         self.roster.rng.bit_generator.state = saved.rng
@@ -359,8 +360,7 @@ class SparseStrategy(Strategy):
         return {}, {}
 
     def check_extra(self, arrays: dict[str, np.ndarray], meta: dict) -> None:
-        """``CheckpointError`` naming the field unless ``restore_extra`` can use this state (run
-        by ``load_checkpoint`` before clients connect). Default: no state to check."""
+        """``CheckpointError`` naming the field unless ``restore_extra`` can use this state."""
 
     def restore_extra(self, arrays: dict[str, np.ndarray], meta: dict) -> None:
         """Inverse of ``extra_state``."""

@@ -25,6 +25,7 @@ class RoundSteps(Protocol):
     config: RunConfig
     template: dict[str, np.ndarray]
     exchange: Exchange
+    stopped: str  # why the run ended early ("": it did not)
 
     def configure_train(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
@@ -42,6 +43,8 @@ class RoundSteps(Protocol):
 
     def write_results(self) -> None: ...
 
+    def stop_reason(self, server_round: int) -> str: ...
+
     def save_checkpoint(self, server_round: int, global_arrays: dict[str, np.ndarray]) -> None: ...
 
 
@@ -53,9 +56,16 @@ def run_rounds(
     num_rounds: int,
 ) -> dict[str, np.ndarray]:
     """Rounds ``first_round`` to ``num_rounds`` from the global model ``arrays``; returns the
-    final one. Raises ``NoClientsError`` when a round stays short of training replies."""
+    final one. Stops early, before a round, where ``stop_reason`` gives a reason (kept in
+    ``stopped``). Raises ``NoClientsError`` when a round stays short of training replies."""
     config, record = steps.config, state_to_record(arrays)
     for server_round in range(first_round, num_rounds + 1):
+        steps.stopped = steps.stop_reason(server_round)
+        if steps.stopped:
+            log.warning("fedticket: %s", steps.stopped)
+            if config.checkpoint_every and server_round > first_round:
+                steps.save_checkpoint(server_round - 1, record_to_state(record, steps.template))
+            break
         for attempt in range(config.round_retries + 1):
             outbox = steps.configure_train(server_round, record, ConfigRecord(), grid)
             new, metrics = steps.aggregate_train(server_round, steps.exchange.deliver(grid, outbox))

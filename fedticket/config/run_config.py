@@ -120,6 +120,13 @@ class RunConfig:
         low=1,
         high=MAX_SAMPLES,
     )
+    public_fraction: float = setting(
+        0.0,
+        "share of each class (after the test pool) held out as the server's labelled public "
+        "data, which no client holds (Fed-LTP's ticket search)",
+        low=0,
+        high=0.5,
+    )
     model: str = setting("mnist-cnn", "model registry name", choices=MODELS.names)
     num_rounds: int = setting(20, "federated rounds", low=1, high=MAX_ROUNDS)
     fraction_train: float = setting(

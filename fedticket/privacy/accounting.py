@@ -57,25 +57,64 @@ class ClientPrivacy:
             raise ValueError(f"validation scale must be > 0, got {self.validation_scale}")
 
     def round_event(self) -> dp_accounting.DpEvent:
-        """One round's mechanisms as one composed event."""
+        """One round's mechanisms as one composed event (training and, if any, validation)."""
+        return self.event(1, 1 if self.validation_scale is not None else 0)
+
+    def event(self, rounds: int, validations: int) -> dp_accounting.DpEvent:
+        """``rounds`` rounds of training and ``validations`` validation counts as one event
+        (a client that validates in other rounds than it trains counts each on its own)."""
         step = dp_accounting.GaussianDpEvent(self.noise_multiplier)
         if self.sample_rate < 1:
             step = dp_accounting.PoissonSampledDpEvent(self.sample_rate, step)
-        events = [dp_accounting.SelfComposedDpEvent(step, self.steps_per_round)]
-        if self.validation_scale is not None:
-            events.append(dp_accounting.LaplaceDpEvent(self.validation_scale))
+        events = [dp_accounting.SelfComposedDpEvent(step, self.steps_per_round * rounds)]
+        if validations:
+            if self.validation_scale is None:
+                raise ValueError("validations need a validation scale")
+            laplace = dp_accounting.LaplaceDpEvent(self.validation_scale)
+            events.append(dp_accounting.SelfComposedDpEvent(laplace, validations))
         return dp_accounting.ComposedDpEvent(events)
 
-    def spent(self, rounds: int, delta: float, orders: tuple[float, ...] = ORDERS) -> Spent:
-        """What ``rounds`` rounds spend, as (epsilon, ``delta``)-DP."""
-        if rounds < 0 or not 0 < delta < 1:
-            raise ValueError(f"need rounds >= 0 and 0 < delta < 1, got {rounds}, {delta}")
-        if rounds == 0:
+    def spent(
+        self,
+        rounds: int,
+        delta: float,
+        orders: tuple[float, ...] = ORDERS,
+        validations: int | None = None,
+    ) -> Spent:
+        """What ``rounds`` rounds of training and ``validations`` validation counts (default:
+        one per round when a validation scale is set) spend, as (epsilon, ``delta``)-DP."""
+        if validations is None:
+            validations = rounds if self.validation_scale is not None else 0
+        if rounds < 0 or validations < 0 or not 0 < delta < 1:
+            raise ValueError(
+                f"need rounds, validations >= 0 and 0 < delta < 1, got {rounds}, "
+                f"{validations}, {delta}"
+            )
+        if rounds == 0 and validations == 0:
             return Spent(0, 0.0, delta, math.nan)
-        accountant = rdp.RdpAccountant(list(orders))
-        accountant.compose(self.round_event(), rounds)
+        accountant = self._accountant(rounds, validations, orders)
         epsilon, order = accountant.get_epsilon_and_optimal_order(delta)
         return Spent(rounds, float(epsilon), delta, float(order))
+
+    def rho(self, rounds: int, validations: int | None = None) -> float:
+        """The smallest rho with RDP(alpha) <= alpha rho at every order of the grid: zCDP's
+        rho as far as the accountant's curve shows it, over the orders where it is finite
+        (exact for the Gaussian and the Laplace parts alone; the subsampled Gaussian has no
+        closed-form rho, Bun and Steinke 2016, so this is near the unsampled one's)."""
+        if validations is None:
+            validations = rounds if self.validation_scale is not None else 0
+        if rounds == 0 and validations == 0:
+            return 0.0
+        accountant = self._accountant(rounds, validations, ORDERS)
+        ratios = [r / a for r, a in zip(accountant.rdp, ORDERS, strict=True) if math.isfinite(r)]
+        return float(max(ratios, default=math.inf))
+
+    def _accountant(
+        self, rounds: int, validations: int, orders: tuple[float, ...]
+    ) -> rdp.RdpAccountant:
+        accountant = rdp.RdpAccountant(list(orders))
+        accountant.compose(self.event(rounds, validations))
+        return accountant
 
     def rounds_within(self, epsilon: float, delta: float, most: int) -> int:
         """The most rounds (up to ``most``) whose spend stays within ``epsilon``: the budget

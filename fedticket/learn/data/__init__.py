@@ -21,15 +21,15 @@ Modules:
 - ``holdout``: the held-out test pool, ``label_quotas`` and each client's local test draw.
 - ``partitions``: the partitioners (iid, dirichlet, shards) and ``partition``.
 - ``clients``: ``ClientData``, ``client_indices`` and the cached ``client_data``.
-- ``global_holdout``: the server's global test set.
+- ``global_holdout``: the server's global test set and its public data (``public-fraction``).
 
 No module is named ``test_*`` or ``*_test``: Flower leaves such files out of the app bundle.
 """
 
 from fedticket.learn.data.clients import ClientData, client_data, client_indices, split_validation
 from fedticket.learn.data.datasets import load_mnist_idx, load_pool, read_idx
-from fedticket.learn.data.global_holdout import global_test_indices, global_test_set
-from fedticket.learn.data.holdout import label_quotas, split_test_pool, split_train_test
+from fedticket.learn.data.global_holdout import global_test_indices, global_test_set, public_set
+from fedticket.learn.data.holdout import label_quotas, split_pool, split_test_pool, split_train_test
 from fedticket.learn.data.partitions import partition
 from fedticket.learn.data.registry import DATASETS, PARTITIONERS, DataError
 
@@ -46,7 +46,9 @@ __all__ = [
     "load_mnist_idx",
     "load_pool",
     "partition",
+    "public_set",
     "read_idx",
+    "split_pool",
     "split_test_pool",
     "split_train_test",
     "split_validation",

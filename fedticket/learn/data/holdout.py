@@ -20,25 +20,53 @@ def split_test_pool(labels: np.ndarray, config: RunConfig) -> tuple[np.ndarray, 
     ``local-test="label-pool"``: ``test-pool-fraction`` of every class is held out (stratified,
     seeded) before any client gets an image, as LotteryFL and FedLTN hold out the dataset's test
     split; clients are partitioned from the rest. ``"split"``: no test pool, every image goes
-    to the partitioner (each client then holds out its own ``test-fraction``)."""
+    to the partitioner (each client then holds out its own ``test-fraction``). The server's
+    public data (``public-fraction``, ``split_pool``) is never in the train pool."""
+    train, test, _public = split_pool(labels, config)
+    return train, test
+
+
+def split_pool(labels: np.ndarray, config: RunConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(train pool, test pool, public pool): ``split_test_pool``'s test pool first, then
+    ``public-fraction`` of every class of the rest held out as the server's labelled public
+    data (Fed-LTP's D_pub, arXiv 2305.01387 section 4.1; no second data set can be downloaded
+    here, so it is a disjoint share of this one). With ``public-fraction=0`` the train pool is
+    what it was before the key existed."""
     everything = np.arange(len(labels))
+    test = _stratified_share(labels, everything, config.test_pool_fraction, [config.seed, 0x7E57])
     if config.local_test != "label-pool":
-        return everything, everything[:0]
-    rng = np.random.default_rng([config.seed, 0x7E57])
+        test = everything[:0]
+    rest = np.setdiff1d(everything, test, assume_unique=True)
+    public = _stratified_share(labels, rest, config.public_fraction, [config.seed, 0x9B1C])
+    return np.setdiff1d(rest, public, assume_unique=True), test, public
+
+
+def _stratified_share(
+    labels: np.ndarray, among: np.ndarray, fraction: float, seed: list[int]
+) -> np.ndarray:
+    """``fraction`` of every class of the ``among`` indices (rounded per class), seeded."""
+    if fraction <= 0 or len(among) == 0:
+        return among[:0]
+    rng = np.random.default_rng(seed)
     held = []
-    for label in np.unique(labels):
-        members = rng.permutation(everything[labels == label])
-        held.append(members[: round(config.test_pool_fraction * len(members))])
-    test = np.sort(np.concatenate(held))
-    return np.setdiff1d(everything, test, assume_unique=True), test
+    for label in np.unique(labels[among]):
+        members = rng.permutation(among[labels[among] == label])
+        held.append(members[: round(fraction * len(members))])
+    return np.sort(np.concatenate(held))
 
 
 @functools.lru_cache(maxsize=4)
-def _pool_split(config: RunConfig) -> tuple[np.ndarray, np.ndarray]:
-    """``split_test_pool`` of the configured pool, once per data config (every client of an
-    actor and the server's global test set reuse it; callers must not change it in place)."""
+def _pool_splits(config: RunConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``split_pool`` of the configured pool, once per data config (every client of an actor
+    and the server's global test set reuse it; callers must not change it in place)."""
     pool = load_pool(config.dataset, config.data_dir, config.download)
-    return split_test_pool(pool.y, config)
+    return split_pool(pool.y, config)
+
+
+def _pool_split(config: RunConfig) -> tuple[np.ndarray, np.ndarray]:
+    """(train pool, test pool) of ``_pool_splits``."""
+    train, test, _public = _pool_splits(config)
+    return train, test
 
 
 def split_train_test(

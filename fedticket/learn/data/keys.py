@@ -31,5 +31,6 @@ DATA_KEYS = (
     "local_test",
     "test_pool_fraction",
     "local_test_size",
+    "public_fraction",
     "seed",
 )
