@@ -41,7 +41,6 @@ RUN = {
     "min-train-clients": 4,
     "min-evaluate-clients": 4,
     "min-available-clients": 4,
-    "public-fraction": 0.1,
     "partitioner": "iid",
     "fedltp-local-steps": 4,
     "fedltp-submodels": 3,
@@ -56,7 +55,7 @@ RUN = {
 
 def _settings(**keys) -> FedLTPSettings:
     return RunConfig.from_run_config(
-        {"algorithm": "fedltp", "public-fraction": 0.1} | keys
+        {"algorithm": "fedltp"} | keys
     ).section(FedLTPSettings)
 
 
@@ -156,8 +155,12 @@ def test_public_data_is_held_out_from_every_client_and_the_test_pool() -> None:
 
 
 def test_fedltp_without_public_data_or_with_batchnorm_is_refused(tmp_path) -> None:
+    assert RunConfig.from_run_config({"algorithm": "fedltp"}).public_share == 0.1  # auto
+    assert RunConfig.from_run_config({"algorithm": "cell"}).public_share == 0.0
     with pytest.raises(ConfigError, match="public-fraction"):
-        RunConfig.from_run_config({"algorithm": "fedltp"})
+        RunConfig.from_run_config({"algorithm": "fedltp", "public-fraction": 0.0})
+    with pytest.raises(ConfigError, match="public-fraction"):
+        RunConfig.from_run_config({"algorithm": "fedavg", "public-fraction": -0.5})
     config = RunConfig.from_run_config(RUN | {"model": "mnist-cnn-bn"})
     template = {"bn.running_mean": np.zeros(3, np.float32)}
     from fedticket.store.results import RunDirectory

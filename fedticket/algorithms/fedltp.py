@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
 
@@ -32,6 +32,8 @@ MAX_CANDIDATES = 100  # candidate tickets the server trains before round 1
 @dataclass(frozen=True)
 class FedLTPSettings(Section):
     """Fed-LTP's ticket search, pruning schemes, DP-SGD, validation and privacy budget."""
+
+    public_share: ClassVar[float] = 0.1  # public-fraction = -1: 10 % of each class
 
     fedltp_scheme: str = setting(
         "iterative",
@@ -103,10 +105,10 @@ class FedLTPSettings(Section):
     def check(self, config: RunConfig) -> None:
         if config.algorithm != "fedltp":
             return
-        if config.public_fraction <= 0:
+        if config.public_share <= 0:
             raise ConfigError(
                 "run-config key 'public-fraction': Fed-LTP's server trains its ticket on public "
-                "data; set it > 0 (e.g. 0.1)"
+                "data; set it > 0 (e.g. 0.1) or to -1 (Fed-LTP's own 0.1)"
             )
         if self.fedltp_delta >= 1:
             raise ConfigError("run-config key 'fedltp-delta': must be below 1")

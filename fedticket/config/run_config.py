@@ -121,10 +121,10 @@ class RunConfig:
         high=MAX_SAMPLES,
     )
     public_fraction: float = setting(
-        0.0,
+        -1.0,
         "share of each class (after the test pool) held out as the server's labelled public "
-        "data, which no client holds (Fed-LTP's ticket search)",
-        low=0,
+        "data, which no client holds (-1: the algorithm's own, 0.1 for Fed-LTP, else 0)",
+        low=-1,
         high=0.5,
     )
     model: str = setting("mnist-cnn", "model registry name", choices=MODELS.names)
@@ -294,6 +294,11 @@ class RunConfig:
 
     def _check_combination(self) -> None:
         """Checks that involve more than one shared key."""
+        if self.public_fraction < 0 and self.public_fraction != -1:
+            raise ConfigError(
+                f"run-config key 'public-fraction': {shown(self.public_fraction)} is neither -1 "
+                "(the algorithm's own share) nor a share in [0, 0.5]"
+            )
         if not (DEVICE_SPEC.fullmatch(self.device) and _torch_takes_device(self.device)):
             raise ConfigError(
                 f"run-config key 'device': {shown(self.device)} is not one of auto, cpu, cuda, "
@@ -332,6 +337,15 @@ class RunConfig:
         for part in self.sections:
             flat.update({key_of(f.name): getattr(part, f.name) for f in dataclasses.fields(part)})
         return flat
+
+    @property
+    def public_share(self) -> float:
+        """The server's public-data share this run uses (``public-fraction``; -1: the run
+        algorithm's section's ``public_share``)."""
+        if self.public_fraction >= 0:
+            return self.public_fraction
+        section = next((s for s in self.sections if s.name == self.algorithm), None)
+        return section.public_share if section is not None else 0.0
 
     def config_hash(self) -> str:
         """Stable 12-hex digest of everything that changes the computation."""

@@ -26,6 +26,9 @@ class Section:
 
     #: the algorithm (or family) whose keys these are: the registry name
     name: ClassVar[str] = ""
+    #: the share of each class held out as the server's public data when ``public-fraction``
+    #: is -1 (auto) and this is the run's algorithm (Fed-LTP's ticket search needs some)
+    public_share: ClassVar[float] = 0.0
 
     @classmethod
     def of(cls, config: RunConfig) -> Self:

@@ -28,16 +28,17 @@ def split_test_pool(labels: np.ndarray, config: RunConfig) -> tuple[np.ndarray, 
 
 def split_pool(labels: np.ndarray, config: RunConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(train pool, test pool, public pool): ``split_test_pool``'s test pool first, then
-    ``public-fraction`` of every class of the rest held out as the server's labelled public
+    ``public-fraction`` (``RunConfig.public_share``) of every class of the rest held out as the
+    server's labelled public
     data (Fed-LTP's D_pub, arXiv 2305.01387 section 4.1; no second data set can be downloaded
-    here, so it is a disjoint share of this one). With ``public-fraction=0`` the train pool is
-    what it was before the key existed."""
+    here, so it is a disjoint share of this one). Without public data the train pool is what it
+    was before the key existed."""
     everything = np.arange(len(labels))
     test = _stratified_share(labels, everything, config.test_pool_fraction, [config.seed, 0x7E57])
     if config.local_test != "label-pool":
         test = everything[:0]
     rest = np.setdiff1d(everything, test, assume_unique=True)
-    public = _stratified_share(labels, rest, config.public_fraction, [config.seed, 0x9B1C])
+    public = _stratified_share(labels, rest, config.public_share, [config.seed, 0x9B1C])
     return np.setdiff1d(rest, public, assume_unique=True), test, public
 
 

@@ -13,7 +13,8 @@ def _data_key(config: RunConfig) -> RunConfig:
     """``config`` with every key that does not shape the data set to its default, so that
     runs differing only in, say, ``lr`` share one cached partition."""
     defaults = type(config)()
-    return dataclasses.replace(defaults, **{name: getattr(config, name) for name in DATA_KEYS})
+    values = {name: getattr(config, name) for name in DATA_KEYS}
+    return dataclasses.replace(defaults, **values | {"public_fraction": config.public_share})
 
 
 #: the run-config attributes that decide which images each client holds
