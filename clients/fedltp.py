@@ -51,6 +51,9 @@ class FedLTPClient(FederatedClient):
         self, server_round: int, arrays: dict[str, np.ndarray], masks: Masks | None
     ) -> tuple[dict[str, np.ndarray], Masks | None, dict[str, float]]:
         settings, config, data = self.fedltp, self.config, self.data
+        if len(data.y_train) == 0:  # no records: nothing to learn from, nothing released
+            metrics = {"num-examples": 0, "train-loss": math.nan, "noisy-steps": 0}
+            return arrays, masks, metrics
         load_state_arrays(self.model, arrays)
         stats = train_private(
             self.model,

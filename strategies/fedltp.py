@@ -43,7 +43,7 @@ from fedticket.algorithms.fedltp import (
     submodel_for,
 )
 from fedticket.config import ConfigError
-from fedticket.learn.data import public_set
+from fedticket.learn.data import DataError, public_set
 from fedticket.learn.public_ticket import search_ticket
 from fedticket.privacy.accounting import ClientPrivacy
 from fedticket.privacy.fedltp_theorem import theorem1_epsilon
@@ -60,7 +60,7 @@ from fedticket.store.checkpoints import (
     split_prefix,
 )
 from fedticket.wire.protocol import NUM_TRAIN
-from strategies.base import Masks, NodeInfo, register_strategy
+from strategies.base import ClientUpdate, Masks, NodeInfo, register_strategy
 from strategies.exchange import Outbox
 from strategies.fedavg import FedAvg
 from strategies.replies import COUNT, SHARE, MetricSpec
@@ -100,6 +100,7 @@ class FedLTP(FedAvg):
         self.best_model: dict[str, np.ndarray] = {}
         self._scores: list[tuple[float, int]] = []  # this round's (noisy count, size)
         self._phase = "train"
+        self._projected = 0  # this round's replies cut to their sub-model
 
     @property
     def fedltp(self) -> FedLTPSettings:
@@ -109,7 +110,12 @@ class FedLTP(FedAvg):
     # ------------------------------------------------------------------ before round 1
     def prepare(self, grid: Grid, initial: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         settings, config = self.fedltp, self.config
-        x, y = public_set(config)
+        try:
+            x, y = public_set(config)
+        except (DataError, OSError) as exc:
+            raise DataError(
+                f"Fed-LTP's server trains its ticket on public data it reads itself: {exc}"
+            ) from exc
         ticket = search_ticket(
             config,
             x,
@@ -190,6 +196,25 @@ class FedLTP(FedAvg):
     def on_client_masks(self, node: NodeInfo, masks: Masks | None) -> None:
         """Masks are the server's: a reply under another mask is decoded, never adopted."""
 
+    def aggregate(
+        self, server_round: int, updates: list[ClientUpdate], global_arrays: dict[str, np.ndarray]
+    ) -> dict[str, np.ndarray]:
+        """The keeper mean of the updates, each first cut to its client's sub-model: a reply
+        with weights outside it (a dense or a wider upload) cannot move the global model off
+        the ticket (``projected_replies`` counts them)."""
+        cut = []
+        self._projected = 0
+        for update in updates:
+            own = self.submodels[self.assigned[update.node.partition_id]]
+            sent = update.masks or {}
+            if any(name not in sent or (sent[name] & ~own[name]).any() for name in own):
+                self._projected += 1
+                update = ClientUpdate(
+                    update.node, apply_masks(update.arrays, own), own, update.metrics
+                )
+            cut.append(update)
+        return super().aggregate(server_round, cut, global_arrays)
+
     def configure_evaluate(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Outbox:
@@ -218,7 +243,12 @@ class FedLTP(FedAvg):
         if not math.isnan(score) and score > self.best_score:
             self.best_round, self.best_score = server_round, score
             self.best_model = {name: a.copy() for name, a in self._global.items()}
-        return extras | {"validation_accuracy": score} | self.privacy_columns()
+        projected, self._projected = self._projected, 0
+        return (
+            extras
+            | {"validation_accuracy": score, "projected_replies": float(projected)}
+            | self.privacy_columns()
+        )
 
     def privacy_columns(self) -> dict[str, float]:
         """The run's spend so far: each figure's largest over the clients."""

@@ -54,9 +54,7 @@ RUN = {
 
 
 def _settings(**keys) -> FedLTPSettings:
-    return RunConfig.from_run_config(
-        {"algorithm": "fedltp"} | keys
-    ).section(FedLTPSettings)
+    return RunConfig.from_run_config({"algorithm": "fedltp"} | keys).section(FedLTPSettings)
 
 
 # ------------------------------------------------------------------ closed forms (spec 5)
@@ -90,7 +88,7 @@ def test_local_step_size_and_poisson_rate() -> None:
         0.01 * 0.99**2
     )
     assert sample_rate(15, 300) == 0.05 and sample_rate(15, 10) == 1.0
-    assert math.isnan(sample_rate(15, 0))
+    assert sample_rate(15, 0) == 1.0  # no records: the bound that holds for any
 
 
 # ------------------------------------------------------------------ privacy figures
@@ -255,6 +253,11 @@ def test_the_budget_stop_ends_the_run_before_the_round_that_would_exceed_it(
     status = json.loads((strategy.run_dir.path / "status.json").read_text())
     assert status["status"] == "completed" and "privacy budget" in status["reason"]
     assert strategy.round_rows[-1]["privacy_epsilon"] <= budget
+    from fedticket.analysis.report import summary
+    from fedticket.store.results import load_run
+
+    text = summary(load_run(strategy.run_dir.path), strategy.run_dir.path)
+    assert "privacy    epsilon" in text and "stopped    privacy budget: round 3" in text
 
 
 def test_d_a_budget_below_one_round_stops_before_round_1(tmp_path, flower_task_identity) -> None:
@@ -280,3 +283,20 @@ def test_the_checkpoint_state_round_trips_and_bad_state_is_named(fedltp_run, tmp
     bad[next(k for k in bad if k.startswith("best/"))] = np.full(1, np.nan, np.float32)
     with pytest.raises(CheckpointError, match="extra/best"):
         fresh.check_extra(bad, meta)
+
+
+def test_a_wider_upload_is_cut_to_the_clients_sub_model(fedltp_run) -> None:
+    from strategies.base import ClientUpdate
+
+    strategy = fedltp_run
+    node = next(iter(strategy.nodes.values()))
+    own = strategy.submodels[strategy.assigned[node.partition_id]]
+    ones = {name: np.ones_like(a) for name, a in strategy._global.items()}
+    dense = {name: np.ones(m.shape, bool) for name, m in own.items()}
+    update = ClientUpdate(node, ones, dense, {"num-examples": 10})
+    merged = strategy.aggregate(99, [update], strategy._global)
+    assert strategy._projected == 1
+    for name, mask in own.items():
+        assert (merged[name][mask] == 1).all()
+        np.testing.assert_array_equal(merged[name][~mask], strategy._global[name][~mask])
+    strategy._projected = 0

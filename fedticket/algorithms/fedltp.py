@@ -10,7 +10,6 @@ every sub-model is inside the one before it.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar
@@ -156,5 +155,6 @@ def decayed_lr(lr: float, decay: float, server_round: int) -> float:
 
 
 def sample_rate(batch_size: int, num_train: int) -> float:
-    """The Poisson rate of a DP-SGD batch: expected batch size over the records (at most 1)."""
-    return min(1.0, batch_size / num_train) if num_train > 0 else math.nan
+    """The Poisson rate of a DP-SGD batch: expected batch size over the records (at most 1;
+    1 for a client without records, the bound that holds for any)."""
+    return min(1.0, batch_size / num_train) if num_train > 0 else 1.0

@@ -28,6 +28,22 @@ def _mb(n: float) -> str:
     return f"{n / 1e6:.3f} MB"
 
 
+def privacy_lines(rounds: Any, status: Mapping[str, Any]) -> list[str]:
+    """The privacy spent (Fed-LTP's columns) and why a run stopped early, where a run has them."""
+    lines = []
+    if "privacy_epsilon" in rounds and len(rounds):
+        last = rounds.iloc[-1]
+        lines.append(
+            f"privacy    epsilon {last['privacy_epsilon']:.3f} at delta {last['privacy_delta']:g}"
+            f" (RDP over every noisy step, largest client; the paper's Theorem 1: "
+            f"{last['privacy_epsilon_theorem1']:.3f}); rho {last['privacy_rho']:.4f}; "
+            f"validated round {int(last['validated_round'])}"
+        )
+    if status.get("reason") and status.get("status") == "completed":
+        lines.append(f"stopped    {status['reason']}")
+    return lines
+
+
 def summary(run: Mapping[str, Any], path: Path) -> str:
     """The text ``main`` prints: config that differs from the defaults, the last evaluated
     round, byte totals per direction and the ratio to a dense exchange of the same tensors."""
@@ -55,6 +71,7 @@ def summary(run: Mapping[str, Any], path: Path) -> str:
     density = rounds["mean_density"].dropna()
     if len(density):
         lines.append(f"density    {density.iloc[-1]:.4f} (mean of the last round's trained masks)")
+    lines += privacy_lines(rounds, run.get("status") or {})
     for direction in ("down", "up"):
         part = comm[comm["direction"] == direction]
         message, payload = part["message_bytes"].sum(), part["payload_bytes"].sum()
