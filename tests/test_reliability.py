@@ -59,9 +59,19 @@ def _assert_same(a, b) -> None:
 
 # CELL: broadcasts, tickets kept apart from the codec's mask, stragglers (threshold 0.12)
 CELL = {"algorithm": "cell", "model": "mnist-cnn", "cell-threshold": 0.12}
+# Fed-LTP: server-side ticket and sub-model deal, privacy counters, the validated model
+FEDLTP = {
+    "algorithm": "fedltp",
+    "model": "mnist-cnn",
+    "fedltp-local-steps": 3,
+    "fedltp-tickets": 1,
+    "fedltp-ticket-epochs": 1,
+    "fedltp-submodels": 2,
+    "fedltp-noise-source": "seeded",
+}
 
 
-@pytest.mark.parametrize("algorithm", [{}, CELL], ids=["fedltn", "cell"])
+@pytest.mark.parametrize("algorithm", [{}, CELL, FEDLTP], ids=["fedltn", "cell", "fedltp"])
 def test_a_crashed_run_resumes_from_its_checkpoint_and_ends_identical(tmp_path, algorithm) -> None:
     reference = _run(_config(tmp_path / "a", **algorithm)).run_dir.path
     config = _config(tmp_path / "b", **algorithm)
