@@ -149,13 +149,13 @@ class FedLTP(FedAvg):
         budget = settings.fedltp_epsilon
         if budget <= 0 or not self.nodes:
             return ""
+        if all(self._within(node) for node in self.nodes.values()):
+            return ""
         extra = 1 if settings.validates else 0
         worst = max(
             self._epsilon(node, self.trained.get(pid, 0) + 1, self.validated.get(pid, 0) + extra)
             for pid, node in ((n.partition_id, n) for n in self.nodes.values())
         )
-        if worst <= budget:
-            return ""
         return (
             f"privacy budget: round {server_round} could spend epsilon {worst:.3f} > "
             f"fedltp-epsilon={budget:g} (delta {settings.fedltp_delta:g}) for a client; "
@@ -163,8 +163,10 @@ class FedLTP(FedAvg):
         )
 
     def train_sample(self, server_round: int) -> list[NodeInfo]:
-        """The sampled clients, each counted as spending a round, newcomers dealt a sub-model."""
-        chosen = super().train_sample(server_round)
+        """The sampled clients, each counted as spending a round, newcomers dealt a sub-model.
+        A client that one more round would take past the budget is not sent one (a retried
+        round trains its clients again: the check before the round cannot see retries)."""
+        chosen = [node for node in super().train_sample(server_round) if self._within(node)]
         count = len(self.submodels)
         for node in chosen:
             pid = node.partition_id
@@ -173,6 +175,15 @@ class FedLTP(FedAvg):
             self.masks[pid] = self.submodels[self.assigned[pid]]
             self.trained[pid] = self.trained.get(pid, 0) + 1
         return chosen
+
+    def _within(self, node: NodeInfo) -> bool:
+        """Whether ``node`` stays within ``fedltp-epsilon`` after one more round."""
+        settings, pid = self.fedltp, node.partition_id
+        if settings.fedltp_epsilon <= 0:
+            return True
+        rounds = self.trained.get(pid, 0) + 1
+        validations = self.validated.get(pid, 0) + (1 if settings.validates else 0)
+        return self._epsilon(node, rounds, validations) <= settings.fedltp_epsilon
 
     def train_tensors(
         self, server_round: int, node: NodeInfo, global_arrays: dict[str, np.ndarray]
