@@ -17,16 +17,14 @@ open point and our choice is in docs/algorithms/fedltp.md.
 - **Validation**: every evaluating client gets the global model and releases its correct count
   on its validation split plus Laplace noise; the best-scoring round's model is the final one
   (Eq. 19), and ``validated_round`` in the rounds table names it.
-- **Privacy** (``fedticket.privacy``): a client's spend counts every train and evaluate message
-  it was sent (a lost reply may still have used its data). Each round's row holds the run's
-  epsilon (the largest client's, dp-accounting's RDP accountant), zCDP's rho on the orders grid,
-  and the paper's Theorem 1 figure beside them; the run stops, saying why, before a round that
-  could take any client past ``fedltp-epsilon``.
+- **Privacy** (``strategies.privacy_book``): each round's row holds the run's epsilon (the
+  largest client's, dp-accounting's RDP accountant), zCDP's rho and the paper's Theorem 1
+  figure; the run stops, saying why, before a round that could take any client past
+  ``fedltp-epsilon``.
 """
 
 from __future__ import annotations
 
-import functools
 import logging
 import math
 from typing import ClassVar
@@ -39,14 +37,11 @@ from fedticket.algorithms.fedltp import (
     FedLTPSettings,
     kept_budgets,
     retentions,
-    sample_rate,
     submodel_for,
 )
 from fedticket.config import ConfigError
 from fedticket.learn.data import DataError, public_set
 from fedticket.learn.public_ticket import search_ticket
-from fedticket.privacy.accounting import ClientPrivacy
-from fedticket.privacy.fedltp_theorem import theorem1_epsilon
 from fedticket.sparse.consensus import top_k_masks
 from fedticket.sparse.masks import apply_masks
 from fedticket.store.checkpoints import (
@@ -63,6 +58,7 @@ from fedticket.wire.protocol import NUM_TRAIN
 from strategies.base import ClientUpdate, Masks, NodeInfo, register_strategy
 from strategies.exchange import Outbox
 from strategies.fedavg import FedAvg
+from strategies.privacy_book import PrivacyBook
 from strategies.replies import COUNT, SHARE, MetricSpec
 
 log = logging.getLogger("flwr")
@@ -94,8 +90,7 @@ class FedLTP(FedAvg):
             )
         self.submodels: list[Masks] = []  # largest first; [0] is the global model's
         self.assigned: dict[int, int] = {}  # partition id -> its sub-model
-        self.trained: dict[int, int] = {}  # partition id -> train messages sent
-        self.validated: dict[int, int] = {}  # partition id -> validation requests sent
+        self.book = PrivacyBook(self.fedltp, self.config.batch_size)
         self.best_round, self.best_score = 0, -math.inf
         self.best_model: dict[str, np.ndarray] = {}
         self._scores: list[tuple[float, int]] = []  # this round's (noisy count, size)
@@ -145,45 +140,29 @@ class FedLTP(FedAvg):
     def stop_reason(self, server_round: int) -> str:
         """Why the run must stop before ``server_round`` ("" to go on): one more round could
         take a client past ``fedltp-epsilon``."""
+        if all(self.book.within(node) for node in self.nodes.values()):
+            return ""
         settings = self.fedltp
-        budget = settings.fedltp_epsilon
-        if budget <= 0 or not self.nodes:
-            return ""
-        if all(self._within(node) for node in self.nodes.values()):
-            return ""
-        extra = 1 if settings.validates else 0
-        worst = max(
-            self._epsilon(node, self.trained.get(pid, 0) + 1, self.validated.get(pid, 0) + extra)
-            for pid, node in ((n.partition_id, n) for n in self.nodes.values())
-        )
+        worst = max(self.book.epsilon(node, 1) for node in self.nodes.values())
         return (
             f"privacy budget: round {server_round} could spend epsilon {worst:.3f} > "
-            f"fedltp-epsilon={budget:g} (delta {settings.fedltp_delta:g}) for a client; "
-            f"stopped after round {server_round - 1}"
+            f"fedltp-epsilon={settings.fedltp_epsilon:g} (delta {settings.fedltp_delta:g}) for "
+            f"a client; stopped after round {server_round - 1}"
         )
 
     def train_sample(self, server_round: int) -> list[NodeInfo]:
         """The sampled clients, each counted as spending a round, newcomers dealt a sub-model.
         A client that one more round would take past the budget is not sent one (a retried
         round trains its clients again: the check before the round cannot see retries)."""
-        chosen = [node for node in super().train_sample(server_round) if self._within(node)]
+        chosen = [node for node in super().train_sample(server_round) if self.book.within(node)]
         count = len(self.submodels)
         for node in chosen:
             pid = node.partition_id
             if pid not in self.assigned:
                 self.assigned[pid] = submodel_for(len(self.assigned), count, self.config.seed)
             self.masks[pid] = self.submodels[self.assigned[pid]]
-            self.trained[pid] = self.trained.get(pid, 0) + 1
+            self.book.count(node, "train")
         return chosen
-
-    def _within(self, node: NodeInfo) -> bool:
-        """Whether ``node`` stays within ``fedltp-epsilon`` after one more round."""
-        settings, pid = self.fedltp, node.partition_id
-        if settings.fedltp_epsilon <= 0:
-            return True
-        rounds = self.trained.get(pid, 0) + 1
-        validations = self.validated.get(pid, 0) + (1 if settings.validates else 0)
-        return self._epsilon(node, rounds, validations) <= settings.fedltp_epsilon
 
     def train_tensors(
         self, server_round: int, node: NodeInfo, global_arrays: dict[str, np.ndarray]
@@ -234,8 +213,7 @@ class FedLTP(FedAvg):
         if self.fedltp.validates:
             for sent in outbox.sent:
                 if sent.node is not None:
-                    pid = sent.node.partition_id
-                    self.validated[pid] = self.validated.get(pid, 0) + 1
+                    self.book.count(sent.node, "validate")
         return outbox
 
     def on_evaluate_reply(self, server_round: int, node: NodeInfo, metrics: dict) -> None:
@@ -262,27 +240,9 @@ class FedLTP(FedAvg):
         )
 
     def privacy_columns(self) -> dict[str, float]:
-        """The run's spend so far: each figure's largest over the clients."""
-        rows = [
-            (
-                self._epsilon(node, self.trained[pid], self.validated.get(pid, 0)),
-                self._rho(node, self.trained[pid], self.validated.get(pid, 0)),
-                self._theorem1(node, self.trained[pid]),
-            )
-            for pid, node in ((n.partition_id, n) for n in self.nodes.values())
-            if self.trained.get(pid, 0)
-        ]
-        epsilon, rho, theorem1 = (
-            (max(column) for column in zip(*rows, strict=True)) if rows else (0.0,) * 3
-        )
-        return {
-            "privacy_epsilon": epsilon,
-            "privacy_rho": rho,
-            "privacy_epsilon_theorem1": theorem1,
-            "privacy_delta": self.fedltp.fedltp_delta,
-            "privacy_most_rounds": float(max(self.trained.values(), default=0)),
-            "validated_round": float(self.best_round),
-        }
+        """The run's privacy spent so far and the validated round."""
+        columns = self.book.columns(list(self.nodes.values()))
+        return columns | {"validated_round": float(self.best_round)}
 
     def closing_lines(self) -> list[str]:
         """The run's privacy spent and the validated model, for the log's last lines."""
@@ -298,32 +258,6 @@ class FedLTP(FedAvg):
             else "validated model: none (no validation count arrived)",
         ]
 
-    # ------------------------------------------------------------------ privacy figures
-    def _privacy(self, node: NodeInfo) -> ClientPrivacy:
-        settings = self.fedltp
-        return _client_privacy(
-            settings.fedltp_noise,
-            sample_rate(self.config.batch_size, node.num_train),
-            settings.fedltp_local_steps,
-            settings.fedltp_validation_scale if settings.validates else None,
-        )
-
-    def _epsilon(self, node: NodeInfo, rounds: int, validations: int) -> float:
-        return _spent(self._privacy(node), rounds, validations, self.fedltp.fedltp_delta)
-
-    def _rho(self, node: NodeInfo, rounds: int, validations: int) -> float:
-        return _rho(self._privacy(node), rounds, validations)
-
-    def _theorem1(self, node: NodeInfo, rounds: int) -> float:
-        privacy = self._privacy(node)
-        return _theorem1(
-            rounds,
-            privacy.noise_multiplier,
-            privacy.sample_rate,
-            privacy.validation_scale,
-            self.fedltp.fedltp_delta,
-        )
-
     # ------------------------------------------------------------------ checkpoints
     def extra_state(self) -> tuple[dict[str, np.ndarray], dict]:
         arrays = {
@@ -334,8 +268,8 @@ class FedLTP(FedAvg):
         meta = {
             "submodels": len(self.submodels),
             "assigned": {str(k): v for k, v in self.assigned.items()},
-            "trained": {str(k): v for k, v in self.trained.items()},
-            "validated": {str(k): v for k, v in self.validated.items()},
+            "trained": {str(k): v for k, v in self.book.trained.items()},
+            "validated": {str(k): v for k, v in self.book.validated.items()},
             "best_round": self.best_round,
             "best_score": self.best_score if self.best_round else None,
         }
@@ -391,27 +325,9 @@ class FedLTP(FedAvg):
             for i in range(meta["submodels"])
         ]
         self.assigned = {int(k): v for k, v in meta["assigned"].items()}
-        self.trained = {int(k): v for k, v in meta["trained"].items()}
-        self.validated = {int(k): v for k, v in meta["validated"].items()}
+        self.book.trained = {int(k): v for k, v in meta["trained"].items()}
+        self.book.validated = {int(k): v for k, v in meta["validated"].items()}
         self.best_round = meta["best_round"]
         self.best_score = meta["best_score"] if meta["best_score"] is not None else -math.inf
         best = split_prefix(arrays, "best")
         self.best_model = {name: best[name].astype(self.template[name].dtype) for name in best}
-
-
-@functools.lru_cache(maxsize=256)
-def _client_privacy(noise: float, rate: float, steps: int, scale: float | None) -> ClientPrivacy:
-    return ClientPrivacy(noise, rate, steps, scale)
-
-
-@functools.lru_cache(maxsize=4096)
-def _spent(privacy: ClientPrivacy, rounds: int, validations: int, delta: float) -> float:
-    return privacy.spent(rounds, delta, validations=validations).epsilon
-
-
-@functools.lru_cache(maxsize=4096)
-def _rho(privacy: ClientPrivacy, rounds: int, validations: int) -> float:
-    return privacy.rho(rounds, validations)
-
-
-_theorem1 = functools.lru_cache(maxsize=4096)(theorem1_epsilon)

@@ -271,7 +271,7 @@ def test_the_checkpoint_state_round_trips_and_bad_state_is_named(fedltp_run, tmp
     arrays, meta = fedltp_run.extra_state()
     fresh = FedLTP(fedltp_run.config, fedltp_run.template, fedltp_run.run_dir, fedltp_run.prunable)
     fresh.restore_extra(arrays, meta)
-    assert fresh.assigned == fedltp_run.assigned and fresh.trained == fedltp_run.trained
+    assert fresh.assigned == fedltp_run.assigned and fresh.book.trained == fedltp_run.book.trained
     assert fresh.best_round == fedltp_run.best_round
     for mine, theirs in zip(fresh.submodels, fedltp_run.submodels, strict=True):
         assert all((mine[n] == theirs[n]).all() for n in theirs)
@@ -300,3 +300,16 @@ def test_a_wider_upload_is_cut_to_the_clients_sub_model(fedltp_run) -> None:
         assert (merged[name][mask] == 1).all()
         np.testing.assert_array_equal(merged[name][~mask], strategy._global[name][~mask])
     strategy._projected = 0
+
+
+def test_the_benchmark_reads_privacy_and_the_validated_round(fedltp_run) -> None:
+    from benchmarks.fedltp import summarise, table
+
+    row = summarise("Fed-LTP sigma=1.4", fedltp_run.run_dir.path, 1.0)
+    rounds = pd.DataFrame(fedltp_run.round_rows)
+    assert row["sigma"] == 1.4 and row["epsilon"] == rounds["privacy_epsilon"].iloc[-1]
+    chosen = rounds.loc[rounds["round"] == row["validated_round"], "global_accuracy"]
+    assert row["accuracy_validated"] == chosen.iloc[0]
+    assert row["mean_density"] < 0.5 and row["mb_up"] < row["mb_total"]
+    runs = pd.DataFrame([row, row | {"accuracy_validated": row["accuracy_validated"] + 0.1}])
+    assert table(runs)["accuracy_validated"].iloc[0].count("±") == 1
