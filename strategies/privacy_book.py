@@ -50,13 +50,20 @@ class PrivacyBook:
         validations = self.validated.get(pid, 0) + (more if validates else 0)
         return _spent(self.privacy(node), rounds, validations, self.settings.fedltp_delta)
 
+    def round_cost(self, node: NodeInfo) -> tuple[float, float]:
+        """(epsilon, rho) of one round of training and validation for ``node`` on its own."""
+        privacy, delta = self.privacy(node), self.settings.fedltp_delta
+        validations = 1 if self.settings.validates else 0
+        return _spent(privacy, 1, validations, delta), _rho(privacy, 1, validations)
+
     def within(self, node: NodeInfo) -> bool:
         """Whether one more round keeps ``node`` within ``fedltp-epsilon`` (0: no budget)."""
         budget = self.settings.fedltp_epsilon
         return budget <= 0 or self.epsilon(node, 1) <= budget
 
     def columns(self, nodes: list[NodeInfo]) -> dict[str, float]:
-        """The run's spend so far (``rounds.parquet``): each figure's largest over clients."""
+        """The run's spend so far (``rounds.parquet``), and what one round costs a client that
+        takes part (``_round``): each figure's largest over clients."""
         delta = self.settings.fedltp_delta
         rows = []
         for node in nodes:
@@ -75,9 +82,12 @@ class PrivacyBook:
         epsilon, rho, theorem1 = (
             (max(column) for column in zip(*rows, strict=True)) if rows else (0.0,) * 3
         )
+        one = [self.round_cost(node) for node in nodes]
         return {
             "privacy_epsilon": epsilon,
+            "privacy_epsilon_round": max((e for e, _rho in one), default=0.0),
             "privacy_rho": rho,
+            "privacy_rho_round": max((r for _e, r in one), default=0.0),
             "privacy_epsilon_theorem1": theorem1,
             "privacy_delta": delta,
             "privacy_most_rounds": float(max(self.trained.values(), default=0)),

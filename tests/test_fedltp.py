@@ -313,3 +313,24 @@ def test_the_benchmark_reads_privacy_and_the_validated_round(fedltp_run) -> None
     assert row["mean_density"] < 0.5 and row["mb_up"] < row["mb_total"]
     runs = pd.DataFrame([row, row | {"accuracy_validated": row["accuracy_validated"] + 0.1}])
     assert table(runs)["accuracy_validated"].iloc[0].count("±") == 1
+
+
+def test_the_book_never_lets_a_client_past_its_budget() -> None:
+    from strategies.nodes import NodeInfo
+    from strategies.privacy_book import PrivacyBook
+
+    settings = _settings(**{"fedltp-epsilon": 3.0, "fedltp-local-steps": 20})
+    book, node = PrivacyBook(settings, 15), NodeInfo(1, 0, num_train=300, num_test=10)
+    sent = 0
+    for _attempt in range(100):  # rounds and retries alike
+        if book.within(node):
+            book.count(node, "train")
+            book.count(node, "validate")
+            sent += 1
+    assert 0 < sent < 100 and book.epsilon(node) <= 3.0 < book.epsilon(node, 1)
+    columns = book.columns([node])
+    assert columns["privacy_epsilon"] == book.epsilon(node)
+    # one round alone costs what the accountant says one round costs
+    one = ClientPrivacy(1.4, 15 / 300, 20, 1.0)
+    assert columns["privacy_epsilon_round"] == pytest.approx(one.spent(1, DELTA).epsilon)
+    assert columns["privacy_rho_round"] == pytest.approx(one.rho(1))
