@@ -58,6 +58,7 @@ from fedticket.wire.protocol import NUM_TRAIN
 from strategies.base import ClientUpdate, Masks, NodeInfo, register_strategy
 from strategies.exchange import Outbox
 from strategies.fedavg import FedAvg
+from strategies.fixed_mask import cut_to
 from strategies.privacy_book import PrivacyBook
 from strategies.replies import COUNT, SHARE, MetricSpec
 
@@ -192,17 +193,9 @@ class FedLTP(FedAvg):
         """The keeper mean of the updates, each first cut to its client's sub-model: a reply
         with weights outside it (a dense or a wider upload) cannot move the global model off
         the ticket (``projected_replies`` counts them)."""
-        cut = []
-        self._projected = 0
-        for update in updates:
-            own = self.submodels[self.assigned[update.node.partition_id]]
-            sent = update.masks or {}
-            if any(name not in sent or (sent[name] & ~own[name]).any() for name in own):
-                self._projected += 1
-                update = ClientUpdate(
-                    update.node, apply_masks(update.arrays, own), own, update.metrics
-                )
-            cut.append(update)
+        cut, self._projected = cut_to(
+            updates, lambda node: self.submodels[self.assigned[node.partition_id]]
+        )
         return super().aggregate(server_round, cut, global_arrays)
 
     def configure_evaluate(

@@ -10,7 +10,7 @@ every sub-model is inside the one before it.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar
 
@@ -19,6 +19,7 @@ import numpy as np
 from fedticket.config.fields import ConfigError, setting
 from fedticket.config.limits import MAX_EPOCHS, MAX_LR
 from fedticket.config.sections import Section, register_section
+from fedticket.sparse.consensus import kept_budgets as kept_budgets  # re-exported
 
 if TYPE_CHECKING:
     from fedticket.config import RunConfig
@@ -125,11 +126,6 @@ def retentions(settings: FedLTPSettings) -> list[float]:
         return [ticket]
     further = 1.0 - settings.fedltp_further
     return [further**i * ticket for i in range(1, settings.fedltp_submodels + 1)]
-
-
-def kept_budgets(sizes: Mapping[str, int], retention: float) -> dict[str, int]:
-    """Per layer, the entries a sub-model of ``retention`` keeps (at least one)."""
-    return {name: max(1, min(size, round(retention * size))) for name, size in sizes.items()}
 
 
 def ticket_probabilities(scores: Sequence[float]) -> np.ndarray:

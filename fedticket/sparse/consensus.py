@@ -90,6 +90,12 @@ def layer_budgets(
     return {n: int(base[n] * ratio) for n in sizes}
 
 
+def kept_budgets(sizes: Mapping[str, int], density: float) -> dict[str, int]:
+    """Per layer, the entries a mask of ``density`` keeps: round(density x size), at least one
+    (Fed-LTP's sub-models, Itahara's tickets)."""
+    return {name: max(1, min(size, round(density * size))) for name, size in sizes.items()}
+
+
 def top_k_masks(aggregate: Mapping[str, np.ndarray], budgets: Mapping[str, int]) -> Masks:
     """Per layer, the ``budgets[l]`` entries of largest |aggregate| (ties: lower index)."""
     masks = {}
