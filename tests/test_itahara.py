@@ -7,6 +7,7 @@ from __future__ import annotations
 import zipfile
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from fedticket.algorithms.itahara import TICKET_FILE
@@ -214,3 +215,27 @@ def test_payloads_follow_the_ticket_and_a_second_run_reuses_it(
     for name in first.template:
         np.testing.assert_array_equal(reread.weights[name], original.weights[name])
     assert record["source"] == "dae"
+
+
+def test_the_benchmark_models_compute_from_the_kept_weights(tmp_path, flower_task_identity) -> None:
+    from benchmarks.itahara import cost_table, macs_per_sample, output_positions, summarise
+
+    model = model_for(_config())
+    assert output_positions(model, (1, 28, 28)) == {
+        "conv1.weight": 576,  # 24 x 24 outputs per channel
+        "conv2.weight": 64,  # 8 x 8
+        "fc1.weight": 1,
+        "fc2.weight": 1,
+    }
+    run_config = RUN | {"output-root": str(tmp_path), "itahara-ticket": "random"}
+    strategy = run_federation(LoopbackGrid(3, run_config), RunConfig.from_run_config(run_config))
+    run_dir = strategy.run_dir.path
+    kept = 75 * 576 + 1500 * 64 + 4800 + 150  # COUNTS x positions
+    assert macs_per_sample(run_dir) == 3 * kept
+    row = summarise("random ticket", run_dir, 1.0)
+    table = cost_table(pd.DataFrame([row]), target=0.0)  # round 1 reaches it
+    assert table["rounds_to_target"].iloc[0].startswith("1.00")
+    train = [r for r in strategy.client_rows if r["phase"] == "train" and r["round"] == 1]
+    samples = sum(r["num_examples"] for r in train)  # one local epoch
+    gmac = float(table["GMAC_to_target"].iloc[0])
+    assert gmac == pytest.approx(round(samples * 3 * kept / 1e9, 2))
