@@ -23,6 +23,7 @@ counted. Another target needs no new runs: ``--summarise``.
 Usage::
 
     python -m benchmarks.itahara                 # 5 variants x 3 seeds, 30 rounds
+    python -m benchmarks.itahara --sensitivity   # the autoencoder's noise, 2 x 3 runs
     python -m benchmarks.itahara --rounds 5 --seeds 1 --variants "DAE ticket" "dense FedAvg"
     python -m benchmarks.itahara --target 0.9 \
         --summarise benchmarks/results/itahara_mnist-offline_30rounds_runs.csv
@@ -58,6 +59,11 @@ VARIANTS: list[Variant] = [
     ("magnitude ticket", PRESET, {"itahara-ticket": "magnitude"}),
     ("random ticket", PRESET, {"itahara-ticket": "random"}),
     ("dense FedAvg", PRESET, {"algorithm": "fedavg"}),
+]
+#: ``--sensitivity``: the autoencoder's noise with longer pre-training
+SENSITIVITY: list[Variant] = [
+    ("DAE ticket, noise 0.2", PRESET, {"itahara-corruption": 0.2, "itahara-epochs": 30}),
+    ("DAE ticket, noise 1.0", PRESET, {"itahara-corruption": 1.0, "itahara-epochs": 30}),
 ]
 
 
@@ -180,17 +186,22 @@ def main(argv: list[str] | None = None) -> int:
     add_variants_option(parser)
     parser.add_argument("--target", type=float, default=0.85, help="global accuracy to reach")
     parser.add_argument("--summarise", type=Path, default=None, help="a runs CSV: tables only")
+    parser.add_argument(
+        "--sensitivity", action="store_true", help="run the noise variants (SENSITIVITY) instead"
+    )
     args = parser.parse_args(argv)
     if args.summarise is not None:
         runs = pd.read_csv(args.summarise)
         stem = args.summarise.name.removesuffix("_runs.csv")
     else:
         overrides = base_overrides(args) | {"num-rounds": args.rounds or 30}
-        runs = run_seeded(VARIANTS, args.variants, args.seeds, overrides, summarise)
-        stem = f"itahara_{args.dataset}_{overrides['num-rounds']}rounds"
+        chosen = SENSITIVITY if args.sensitivity else VARIANTS
+        runs = run_seeded(chosen, args.variants, args.seeds, overrides, summarise)
+        kind = "_sensitivity" if args.sensitivity else ""
+        stem = f"itahara{kind}_{args.dataset}_{overrides['num-rounds']}rounds"
         args.out.mkdir(parents=True, exist_ok=True)
         runs.to_csv(args.out / f"{stem}_runs.csv", index=False)
-    write_table(cost_table(runs, args.target), args.out, f"{stem}_costs")
+    write_table(cost_table(runs, args.target), args.out, f"{stem}_costs_target{args.target:g}")
     return 0
 
 

@@ -97,6 +97,13 @@ class Itahara(FedAvg):
         )
         return ticket.weights
 
+    def train_sample(self, server_round: int) -> list[NodeInfo]:
+        """The sampled clients, each on the ticket (``masks.parquet`` shows whose mask it is)."""
+        chosen = super().train_sample(server_round)
+        for node in chosen:
+            self.masks[node.partition_id] = self.ticket_mask
+        return chosen
+
     def client_masks(self, server_round: int, node: NodeInfo) -> Masks:
         return self.ticket_mask
 

@@ -71,7 +71,13 @@ FEDLTP = {
 }
 
 
-@pytest.mark.parametrize("algorithm", [{}, CELL, FEDLTP], ids=["fedltn", "cell", "fedltp"])
+# Itahara: the server's pre-trained ticket, kept in the checkpoint
+ITAHARA = {"algorithm": "itahara", "model": "mnist-cnn", "itahara-epochs": 1}
+
+
+@pytest.mark.parametrize(
+    "algorithm", [{}, CELL, FEDLTP, ITAHARA], ids=["fedltn", "cell", "fedltp", "itahara"]
+)
 def test_a_crashed_run_resumes_from_its_checkpoint_and_ends_identical(tmp_path, algorithm) -> None:
     reference = _run(_config(tmp_path / "a", **algorithm)).run_dir.path
     config = _config(tmp_path / "b", **algorithm)
