@@ -219,31 +219,72 @@ def _windows(span: np.ndarray) -> np.ndarray:
 def _decode_counts(reader: BitReader, row_levels: np.ndarray, per_row: int) -> np.ndarray:
     """Canonical-Huffman block counts, ``per_row`` per row at the row's level, one table lookup
     per block, a chunk of blocks at a time: a chunk's codes lie within its first
-    chunk * HUFFMAN_MAX_BITS bits, so its windows never need bits beyond them."""
+    chunk * HUFFMAN_MAX_BITS bits, so its windows never need bits beyond them. A chunk at one
+    level (every chunk of ``ENUM``) is decoded without a loop per block (``_one_level``)."""
     total = len(row_levels) * per_row
     out = np.empty(total, np.uint8)
     tables: dict[int, tuple[np.ndarray, np.ndarray]] = {}
     for start in range(0, total, _COUNT_CHUNK):
         blocks = np.arange(start, min(total, start + _COUNT_CHUNK))
-        levels = row_levels[blocks // per_row].tolist()
-        span = reader.bits[reader.pos : reader.pos + len(levels) * HUFFMAN_MAX_BITS]
-        windows = _windows(span).tolist()
-        decoded, pos, limit = [], 0, len(span)
-        for lv in levels:
-            if pos >= limit:
-                raise PayloadError(
-                    f"tensor '{reader.name}': position data ends inside the block counts"
-                )
-            table_sym, table_len = tables.get(lv) or tables.setdefault(lv, count_table(lv))
-            window = windows[pos]
-            length_bits = int(table_len[window])
-            if length_bits > HUFFMAN_MAX_BITS:
-                raise PayloadError(f"tensor '{reader.name}': invalid block-count code")
-            decoded.append(int(table_sym[window]))
-            pos += length_bits
+        chunk_levels = row_levels[blocks // per_row]
+        span = reader.bits[reader.pos : reader.pos + len(blocks) * HUFFMAN_MAX_BITS]
+        windows = _windows(span)
+        if chunk_levels.min() == chunk_levels.max():
+            level = int(chunk_levels[0])
+            table = tables.get(level) or tables.setdefault(level, count_table(level))
+            decoded, pos = _one_level(reader, windows, table, len(blocks))
+        else:
+            decoded, pos = _mixed_levels(reader, windows, chunk_levels.tolist(), tables)
         reader.take(pos, "block counts")
-        out[start : start + len(levels)] = decoded
+        out[start : start + len(blocks)] = decoded
     return out
+
+
+def _one_level(
+    reader: BitReader, windows: np.ndarray, table: tuple[np.ndarray, np.ndarray], count: int
+) -> tuple[np.ndarray, int]:
+    """``count`` codes of one table from the windows of a span: where each code starts, found
+    by pointer doubling over "the next code starts at bit + its length" (log2(count) gathers
+    over the span, no loop per code); (symbols, bits used)."""
+    table_sym, table_len = table
+    limit = len(windows)
+    lengths = table_len[windows].astype(np.int64)
+    jump = np.append(np.minimum(np.arange(limit) + lengths, limit), limit)  # limit: past the end
+    starts = np.zeros(1, np.int64)
+    while len(starts) < count:  # starts holds codes 0..L-1 and jump goes L codes ahead
+        starts = np.concatenate([starts, jump[starts]])
+        jump = jump[jump]
+    starts = starts[:count]
+    if starts[-1] >= limit:
+        raise PayloadError(f"tensor '{reader.name}': position data ends inside the block counts")
+    used = lengths[starts]
+    if used.max() > HUFFMAN_MAX_BITS:
+        raise PayloadError(f"tensor '{reader.name}': invalid block-count code")
+    return table_sym[windows[starts]], int(starts[-1] + used[-1])
+
+
+def _mixed_levels(
+    reader: BitReader,
+    windows: np.ndarray,
+    levels: list[int],
+    tables: dict[int, tuple[np.ndarray, np.ndarray]],
+) -> tuple[list[int], int]:
+    """The codes of a chunk whose rows differ in level, one after the other."""
+    window_list, limit = windows.tolist(), len(windows)
+    decoded, pos = [], 0
+    for lv in levels:
+        if pos >= limit:
+            raise PayloadError(
+                f"tensor '{reader.name}': position data ends inside the block counts"
+            )
+        table_sym, table_len = tables.get(lv) or tables.setdefault(lv, count_table(lv))
+        window = window_list[pos]
+        length_bits = int(table_len[window])
+        if length_bits > HUFFMAN_MAX_BITS:
+            raise PayloadError(f"tensor '{reader.name}': invalid block-count code")
+        decoded.append(int(table_sym[window]))
+        pos += length_bits
+    return decoded, pos
 
 
 def enum_decode(reader: BitReader, num_rows: int, length: int, row_kept: np.ndarray) -> np.ndarray:
