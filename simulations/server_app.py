@@ -26,6 +26,7 @@ from fedticket.sparse.masks import select_layers
 from fedticket.store.checkpoints import CheckpointError, load_checkpoint
 from fedticket.store.environment import describe_environment
 from fedticket.store.results import RunDirectory, resolve_output_root
+from fedticket.store.tickets import TicketError
 from strategies import STRATEGIES
 from strategies.base import NoClientsError, SparseStrategy
 from strategies.reporting import human_bytes
@@ -180,7 +181,7 @@ def main(grid: Grid, context: Context) -> None:
         strategy = run_federation(grid, config)
     except NoClientsError as exc:
         fail(exc, 3)
-    except CheckpointError as exc:
+    except (CheckpointError, TicketError) as exc:  # a saved file this run cannot use
         fail(exc, 4)
     except Exception as exc:
         log.error("%s %s", FAILED_LINE, failure_reason(exc))

@@ -239,3 +239,16 @@ def test_the_benchmark_models_compute_from_the_kept_weights(tmp_path, flower_tas
     samples = sum(r["num_examples"] for r in train)  # one local epoch
     gmac = float(table["GMAC_to_target"].iloc[0])
     assert gmac == pytest.approx(round(samples * 3 * kept / 1e9, 2))
+
+
+def test_a_bad_ticket_file_stops_the_run_before_anything_is_written(
+    tmp_path, flower_task_identity
+) -> None:
+    (tmp_path / "bad.npz").write_text("not a ticket")
+    run_config = RUN | {
+        "output-root": str(tmp_path / "runs"),
+        "itahara-ticket-from": str(tmp_path / "bad.npz"),
+    }
+    with pytest.raises(TicketError, match="cannot be read"):
+        run_federation(LoopbackGrid(3, run_config), RunConfig.from_run_config(run_config))
+    assert not list((tmp_path / "runs").rglob("config.json"))
