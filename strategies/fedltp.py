@@ -55,10 +55,9 @@ from fedticket.store.checkpoints import (
     split_prefix,
 )
 from fedticket.wire.protocol import NUM_TRAIN
-from strategies.base import ClientUpdate, Masks, NodeInfo, register_strategy
+from strategies.base import Masks, NodeInfo, register_strategy
 from strategies.exchange import Outbox
-from strategies.fedavg import FedAvg
-from strategies.fixed_mask import cut_to
+from strategies.fixed_mask import ServerMaskedFedAvg
 from strategies.privacy_book import PrivacyBook
 from strategies.replies import COUNT, SHARE, MetricSpec
 
@@ -68,7 +67,7 @@ NOISY_COUNT = MetricSpec(low=-1e12, high=1e12)
 
 
 @register_strategy("fedltp")
-class FedLTP(FedAvg):
+class FedLTP(ServerMaskedFedAvg):
     """See the module docstring."""
 
     train_metrics: ClassVar[dict[str, MetricSpec]] = {
@@ -96,7 +95,6 @@ class FedLTP(FedAvg):
         self.best_model: dict[str, np.ndarray] = {}
         self._scores: list[tuple[float, int]] = []  # this round's (noisy count, size)
         self._phase = "train"
-        self._projected = 0  # this round's replies cut to their sub-model
 
     @property
     def fedltp(self) -> FedLTPSettings:
@@ -182,21 +180,10 @@ class FedLTP(FedAvg):
         model, the largest sub-model."""
         if self._phase == "evaluate":
             return self.submodels[0]
+        return self.server_mask(node)
+
+    def server_mask(self, node: NodeInfo) -> Masks:
         return self.submodels[self.assigned[node.partition_id]]
-
-    def on_client_masks(self, node: NodeInfo, masks: Masks | None) -> None:
-        """Masks are the server's: a reply under another mask is decoded, never adopted."""
-
-    def aggregate(
-        self, server_round: int, updates: list[ClientUpdate], global_arrays: dict[str, np.ndarray]
-    ) -> dict[str, np.ndarray]:
-        """The keeper mean of the updates, each first cut to its client's sub-model: a reply
-        with weights outside it (a dense or a wider upload) cannot move the global model off
-        the ticket (``projected_replies`` counts them)."""
-        cut, self._projected = cut_to(
-            updates, lambda node: self.submodels[self.assigned[node.partition_id]]
-        )
-        return super().aggregate(server_round, cut, global_arrays)
 
     def configure_evaluate(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
@@ -225,12 +212,7 @@ class FedLTP(FedAvg):
         if not math.isnan(score) and score > self.best_score:
             self.best_round, self.best_score = server_round, score
             self.best_model = {name: a.copy() for name, a in self._global.items()}
-        projected, self._projected = self._projected, 0
-        return (
-            extras
-            | {"validation_accuracy": score, "projected_replies": float(projected)}
-            | self.privacy_columns()
-        )
+        return {"validation_accuracy": score} | extras | self.privacy_columns()
 
     def privacy_columns(self) -> dict[str, float]:
         """The run's privacy spent so far and the validated round."""

@@ -32,21 +32,19 @@ from fedticket.learn.data import DataError, public_set
 from fedticket.sparse.masks import kept_share
 from fedticket.store.checkpoints import check_masks, split_prefix
 from fedticket.store.tickets import load_ticket, save_ticket
-from strategies.base import ClientUpdate, Masks, NodeInfo, register_strategy
-from strategies.fedavg import FedAvg
-from strategies.fixed_mask import cut_to
+from strategies.base import Masks, NodeInfo, register_strategy
+from strategies.fixed_mask import ServerMaskedFedAvg
 
 log = logging.getLogger("flwr")
 
 
 @register_strategy("itahara")
-class Itahara(FedAvg):
+class Itahara(ServerMaskedFedAvg):
     """See the module docstring."""
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.ticket_mask: Masks = {}
-        self._projected = 0
 
     @property
     def itahara(self) -> ItaharaSettings:
@@ -105,20 +103,10 @@ class Itahara(FedAvg):
         return chosen
 
     def client_masks(self, server_round: int, node: NodeInfo) -> Masks:
+        return self.server_mask(node)
+
+    def server_mask(self, node: NodeInfo) -> Masks:
         return self.ticket_mask
-
-    def on_client_masks(self, node: NodeInfo, masks: Masks | None) -> None:
-        """The ticket is the server's: a reply under another mask is cut, never adopted."""
-
-    def aggregate(
-        self, server_round: int, updates: list[ClientUpdate], global_arrays: dict[str, np.ndarray]
-    ) -> dict[str, np.ndarray]:
-        cut, self._projected = cut_to(updates, lambda _node: self.ticket_mask)
-        return super().aggregate(server_round, cut, global_arrays)
-
-    def round_extras(self, server_round: int) -> dict[str, float]:
-        projected, self._projected = self._projected, 0
-        return {"projected_replies": float(projected)}
 
     def extra_state(self) -> tuple[dict[str, np.ndarray], dict]:
         return {f"ticket/{k}": v for k, v in self.ticket_mask.items()}, {}
