@@ -165,11 +165,14 @@ def throughput(n: int, repeats: int) -> pd.DataFrame:
         buf = codec.encode_tensor(values, mask)
         enc = _time(lambda mask=mask: codec.encode_tensor(values, mask), repeats)
         dec = _time(lambda buf=buf: codec.decode_tensor(buf), repeats)
+        info = codec.inspect(buf)
+        bound = codec.entropy_bound_bits(mask) if mask is not None else 0.0
         rows.append(
             {
                 "entries": n,
                 "density": d,
-                "scheme": codec.inspect(buf).scheme.name.lower(),
+                "scheme": info.scheme.name.lower(),
+                "position_ratio_to_bound": info.position_bytes * 8 / bound if bound else math.nan,
                 "encode_ms": enc * 1e3,
                 "decode_ms": dec * 1e3,
                 "encode_MBps_dense": values.nbytes / enc / 1e6,

@@ -49,9 +49,9 @@ def test_rows_of_different_density_code_below_the_global_bound() -> None:
 def test_hand_computed_buffer_layout_for_a_dense_tensor() -> None:
     values = np.arange(6, dtype=np.float32).reshape(2, 3)
     buf = codec.encode_tensor(values)
-    # magic, version, scheme FULL, dtype float32, ndim 2, dims 2 and 3, count 6, 0 position
+    # magic, version 2, scheme FULL, dtype float32, ndim 2, dims 2 and 3, count 6, 0 position
     # bytes, parameter 0, crc32, then 6 float32 values
-    header = bytes([0xF7, 1, Scheme.FULL, 1, 2, 2, 3, 6, 0, 0])
+    header = bytes([0xF7, 2, Scheme.FULL, 1, 2, 2, 3, 6, 0, 0])
     body = values.astype("<f4").tobytes()
     crc = struct.pack("<I", zlib.crc32(body, zlib.crc32(header)))
     assert buf == header + crc + body
@@ -105,7 +105,7 @@ def test_integer_buffers_travel_in_their_own_dtype() -> None:
 
 # ------------------------------------------------------------------ bad input
 def test_hostile_header_claiming_a_trillion_entries_is_refused_before_allocating() -> None:
-    header = bytes([0xF7, 1, Scheme.FULL, 1, 1]) + varint(10**12) + varint(10**12) + b"\x00\x00"
+    header = bytes([0xF7, codec.FORMAT_VERSION, Scheme.FULL, 1, 1]) + varint(10**12) + varint(10**12) + b"\x00\x00"
     buf = header + struct.pack("<I", zlib.crc32(header))
     with pytest.raises(PayloadError, match="more than the limit"):
         codec.decode_tensor(buf, name="fc1.weight")
@@ -117,8 +117,8 @@ def test_hostile_header_claiming_a_trillion_entries_is_refused_before_allocating
         (b"", "too short"),
         (b"\x00" * 40, "bad magic"),
         (bytes([0xF7, 9, 1, 1, 0]) + b"\x00" * 10, "format version 9"),
-        (bytes([0xF7, 1, 42, 1, 0]) + b"\x00" * 10, "unknown position scheme"),
-        (bytes([0xF7, 1, 1, 1, 200]), "dimensions"),
+        (bytes([0xF7, codec.FORMAT_VERSION, 42, 1, 0]) + b"\x00" * 10, "unknown position scheme"),
+        (bytes([0xF7, codec.FORMAT_VERSION, 1, 1, 200]), "dimensions"),
     ],
 )
 def test_garbage_names_the_tensor_and_the_fault(buf: bytes, fault: str) -> None:

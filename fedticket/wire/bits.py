@@ -33,6 +33,31 @@ def bits_varlen(values: np.ndarray, widths: np.ndarray) -> np.ndarray:
     return ((values.astype(np.uint64)[owner] >> shift) & np.uint64(1)).astype(np.uint8)
 
 
+def pack_fields(values: np.ndarray, widths: np.ndarray) -> bytes:
+    """Fields of ``widths`` (0 to 64) bits each (bits of a value above its width are ignored),
+    most significant bit first, back to back, as bytes (the last one padded with zero bits):
+    the stream ``bits_varlen`` spells out bit by bit, built a 64-bit word at a time. Each field
+    is moved to the top of a word, then right to its offset; one that straddles two words
+    leaves its low bits at the top of the next. A word's pieces are OR-ed by ``reduceat``."""
+    widths = np.asarray(widths, np.int64)
+    used = widths > 0
+    values, widths = np.asarray(values, np.uint64)[used], widths[used]
+    if len(widths) == 0:
+        return b""
+    ends = np.cumsum(widths)
+    total = int(ends[-1])
+    starts = ends - widths
+    word, offset = starts >> 6, (starts & 63).astype(np.uint64)
+    aligned = values << (64 - widths).astype(np.uint64)
+    words = np.zeros((total + 63) // 64 + 1, np.uint64)
+    first = np.flatnonzero(word[1:] != word[:-1]) + 1
+    first = np.concatenate([[0], first])
+    words[word[first]] = np.bitwise_or.reduceat(aligned >> offset, first)
+    over = np.flatnonzero(ends > (word + 1) * 64)
+    words[word[over] + 1] |= aligned[over] << (np.uint64(64) - offset[over])
+    return words.astype(">u8").tobytes()[: (total + 7) // 8]
+
+
 def gather_fields(padded: np.ndarray, starts: np.ndarray, widths: np.ndarray) -> np.ndarray:
     """The big-endian bit fields at bit offsets ``starts`` of ``widths`` (0 to 64) bits, read
     from packed bytes ``padded`` (followed by at least 9 zero bytes), as uint64.

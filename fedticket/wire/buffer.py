@@ -28,7 +28,7 @@ from fedticket.wire.positions import Scheme, check_positions
 from fedticket.wire.values import decoded_dtype, read_value_code
 
 MAGIC = 0xF7
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: enumerative block ranks by halves (block_ranks), not colex
 MAX_NDIM = 8
 # The most entries a header may claim unless the caller says otherwise (payloads pass each
 # tensor's own size). A decode allocates at most about 17 bytes per entry (float64 values

@@ -76,7 +76,7 @@ def encode_mask(mask: np.ndarray) -> bytes:
     choice = choose(mask)
     positions = encode_positions(mask, choice)
     header = pack_header(
-        choice.scheme, 0, mask.shape, int(mask.sum()), len(positions), choice.param
+        choice.scheme, 0, mask.shape, np.count_nonzero(mask), len(positions), choice.param
     )
     return assemble(header, b"", positions)
 
@@ -127,8 +127,9 @@ def encode_tensor(
             raise ValueError(
                 f"mask shape {mask_arr.shape} differs from values shape {values.shape}"
             )
-        kept = values.reshape(-1)[mask_arr.reshape(-1)]
-        choice = choose(mask_arr) if send_mask else Choice(Scheme.KNOWN, 0)
+        kept_at = np.flatnonzero(mask_arr)
+        kept = values.reshape(-1)[kept_at]  # an index gather: several times a bool one's speed
+        choice = choose(mask_arr, kept_at) if send_mask else Choice(Scheme.KNOWN, 0)
     raw, method = encode_values(kept, dtype, compression)
     positions = encode_positions(mask_arr, choice) if mask_arr is not None else b""
     header = pack_header(
@@ -179,7 +180,9 @@ def decode_tensor(
         return kept.reshape(info.shape), np.ones(info.shape, bool)
     flat_mask = held.reshape(-1) if held is not None else _positions(body, info, name)
     dense = np.zeros(flat_mask.size, kept.dtype)
-    dense[flat_mask] = kept
+    if not kept.flags.aligned:  # a view of the buffer at an odd offset: copied, scatters faster
+        kept = kept.copy()
+    dense[np.flatnonzero(flat_mask)] = kept  # an index scatter: several times a bool one's speed
     return dense.reshape(info.shape), flat_mask.reshape(info.shape)
 
 

@@ -6,8 +6,9 @@ Binomial(64, d) (so no table is sent), plus the block's rank among all patterns 
 count, in truncated binary. Within 0.5 % of n*H(d) for d >= 0.05. Per row (``ENUM_ROWS``),
 each row's count is sent first and its blocks are coded at the row's own density.
 
-Stream layout: [row counts], then the block-count codes, then the ranks' b-bit parts, then the
-ranks' extra bits, so that both directions vectorise.
+A block's rank is ``block_ranks``' (by halves, a few table lookups per level). Stream layout:
+[row counts], then the block-count codes, then the ranks' b-bit parts, then the ranks' extra
+bits, each a run of fields that ``pack_fields`` writes and ``BitReader`` reads in one pass.
 """
 
 from __future__ import annotations
@@ -19,26 +20,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from fedticket.wire.bits import BitReader, bits_fixed, bits_varlen
+from fedticket.wire.bits import BitReader, pack_fields
+from fedticket.wire.block_ranks import BINOM, BLOCK, rank_blocks, unrank_blocks
 from fedticket.wire.errors import PayloadError
 
-BLOCK = 64  # block length: C(64, 32) < 2**61 fits a uint64 rank
 HUFFMAN_MAX_BITS = 14
 DENSITY_LEVELS = 1024  # block-count codes are built for densities quantised to 1/1024
 # the decoder works through long streams a piece at a time, so that its intermediates stay small
-_COUNT_CHUNK = 1 << 10  # block counts per batch of windows
-_RANK_CHUNK = 1 << 12  # blocks unranked per batch
-
-
-def _binomial_table() -> np.ndarray:
-    table = np.zeros((BLOCK + 1, BLOCK + 2), np.uint64)
-    for p in range(BLOCK + 1):
-        for j in range(min(p, BLOCK) + 1):
-            table[p, j] = math.comb(p, j)
-    return table
-
-
-BINOM = _binomial_table()  # BINOM[p, j] = C(p, j)
+_COUNT_CHUNK = 1 << 12  # block counts per batch of windows
+_RANK_CHUNK = 1 << 13  # blocks unranked per batch
 # truncated binary over N = C(L, c) patterns: b = floor(log2 N), u = 2^(b+1) - N
 _TB_B = np.zeros((BLOCK + 1, BLOCK + 1), np.int64)
 _TB_U = np.zeros((BLOCK + 1, BLOCK + 1), np.uint64)
@@ -123,21 +113,19 @@ def _levels(row_kept: np.ndarray, length: int) -> np.ndarray:
 
 
 @dataclass
-class _Segments:
+class _Blocks:
     """The 64-entry blocks of one or more equal-length segments (the whole tensor, or each row).
 
     A block's count is coded unless it is its segment's last block (the segment's kept count,
     known to the decoder, fixes it); segments that are empty or full cost nothing at all."""
 
     block_len: np.ndarray  # length of each block (the last one of a segment may be shorter)
-    counts: np.ndarray  # kept entries per block
     coded: np.ndarray  # bool: the block's count is coded
     degenerate: np.ndarray  # bool: the block's segment is empty or full
     level: np.ndarray  # density level of the block's segment (selects the count code)
-    ranks: np.ndarray  # uint64 rank of each block's pattern among those with its count
 
 
-def _layout(num_rows: int, length: int, row_kept: np.ndarray) -> _Segments:
+def _layout(num_rows: int, length: int, row_kept: np.ndarray) -> _Blocks:
     """Everything about the blocks that follows from the row lengths and kept counts."""
     per_row = -(-length // BLOCK)
     lengths = np.full(per_row, BLOCK, np.int64)
@@ -146,117 +134,173 @@ def _layout(num_rows: int, length: int, row_kept: np.ndarray) -> _Segments:
     degenerate = ((row_kept == 0) | (row_kept == length))[row_of]
     level = _levels(row_kept, length)[row_of]
     coded = np.tile(np.arange(per_row) < per_row - 1, num_rows) & ~degenerate
-    zeros = np.zeros(num_rows * per_row, np.int64)
-    return _Segments(
-        np.tile(lengths, num_rows), zeros, coded, degenerate, level, zeros.astype(np.uint64)
-    )
+    return _Blocks(np.tile(lengths, num_rows), coded, degenerate, level)
 
 
-def _segments(rows: np.ndarray) -> _Segments:
+@dataclass(frozen=True)
+class EnumFields:
+    """What ``enum_encode`` writes, as fields (value, width): sized without being written."""
+
+    values: np.ndarray
+    widths: np.ndarray
+
+    @property
+    def bits(self) -> int:
+        return int(self.widths.sum())
+
+    def pack(self) -> bytes:
+        return pack_fields(self.values, self.widths)
+
+
+def _count_fields(blocks: _Blocks, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The block counts' Huffman codes (width 0 where a count is not coded): every level's
+    code is gathered from one stacked table, so many row densities cost one pass."""
+    if blocks.level.min() == blocks.level.max():
+        lengths, codes = count_code(int(blocks.level[0]))
+        return codes[counts], np.where(blocks.coded, lengths[counts], 0)
+    levels, which = np.unique(blocks.level, return_inverse=True)
+    tables = [count_code(int(level)) for level in levels]
+    lengths = np.stack([lengths for lengths, _ in tables])
+    codes = np.stack([codes for _, codes in tables])
+    return codes[which, counts], np.where(blocks.coded, lengths[which, counts], 0)
+
+
+def enum_fields(rows: np.ndarray, with_row_counts: bool) -> EnumFields:
+    """The fields of the (R, L) bool ``rows``: each row's count first if ``with_row_counts``
+    (``ENUM_ROWS``), then the block counts, the ranks' b-bit parts and their extra bits."""
     num_rows, length = rows.shape
-    seg = _layout(num_rows, length, rows.sum(axis=1).astype(np.int64))
-    per_row = len(seg.block_len) // num_rows
-    padded = np.zeros((num_rows, per_row * BLOCK), bool)
-    padded[:, :length] = rows
-    blocks = padded.reshape(-1, BLOCK)
-    seg.counts = blocks.sum(axis=1).astype(np.int64)
-    kept_at = np.flatnonzero(blocks)
-    block_id, pos = kept_at >> 6, kept_at & (BLOCK - 1)
-    if len(block_id):
-        starts = np.flatnonzero(np.diff(block_id, prepend=-1))
-        rank_in_block = np.arange(len(block_id)) - np.repeat(
-            starts, np.diff(starts, append=len(block_id))
-        )
-        seg.ranks[block_id[starts]] = np.add.reduceat(BINOM[pos, rank_in_block + 1], starts)
-    return seg
-
-
-def _enum_bits(seg: _Segments) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(count-code bits, rank bits, rank extra bits) for the blocks of ``seg``."""
-    count_len = np.zeros(len(seg.counts), np.int64)
-    count_val = np.zeros(len(seg.counts), np.uint64)
-    for level in np.unique(seg.level[seg.coded]).tolist():
-        lengths, codes = count_code(level)
-        here = seg.coded & (seg.level == level)
-        count_len[here] = lengths[seg.counts[here]]
-        count_val[here] = codes[seg.counts[here]]
-    informative = ~seg.degenerate
-    b = np.where(informative, _TB_B[seg.block_len, seg.counts], 0)
-    u = _TB_U[seg.block_len, seg.counts]
-    big = informative & (seg.ranks >= u)
-    high = np.where(big, (seg.ranks + u) >> np.uint64(1), seg.ranks)
-    extra = ((seg.ranks + u) & np.uint64(1))[big].astype(np.uint8)
-    return bits_varlen(count_val, count_len), bits_varlen(high, b), extra
+    row_kept = np.count_nonzero(rows, axis=1).astype(np.int64)
+    blocks = _layout(num_rows, length, row_kept)
+    per_row = len(blocks.block_len) // num_rows
+    if length % BLOCK:
+        padded = np.zeros((num_rows, per_row * BLOCK), bool)
+        padded[:, :length] = rows
+    else:
+        padded = np.ascontiguousarray(rows)
+    counts, ranks = rank_blocks(padded.reshape(-1, BLOCK), blocks.block_len)
+    code_values, code_widths = _count_fields(blocks, counts)
+    informative = ~blocks.degenerate
+    b = np.where(informative, _TB_B[blocks.block_len, counts], 0)
+    u = _TB_U[blocks.block_len, counts]
+    big = informative & (ranks >= u)
+    high = np.where(big, (ranks + u) >> np.uint64(1), ranks)
+    extra = (ranks + u)[big] & np.uint64(1)
+    head = np.zeros(num_rows if with_row_counts else 0, np.int64) + length.bit_length()
+    return EnumFields(
+        np.concatenate([row_kept.astype(np.uint64)[: len(head)], code_values, high, extra]),
+        np.concatenate([head, code_widths, b, np.ones(len(extra), np.int64)]),
+    )
 
 
 def enum_size_bits(rows: np.ndarray, with_row_counts: bool) -> int:
     """How many bits ``enum_encode`` writes for ``rows``."""
-    head = rows.shape[0] * rows.shape[1].bit_length() if with_row_counts else 0
-    return head + sum(len(part) for part in _enum_bits(_segments(rows)))
+    return enum_fields(rows, with_row_counts).bits
 
 
-def enum_encode(rows: np.ndarray, with_row_counts: bool) -> np.ndarray:
-    """The stream of the (R, L) bool ``rows``: each row's count first if ``with_row_counts``
-    (``ENUM_ROWS``), then its blocks."""
-    parts = []
-    if with_row_counts:
-        kept = rows.sum(axis=1).astype(np.uint64)
-        parts.append(bits_fixed(kept, rows.shape[1].bit_length()))
-    parts.extend(_enum_bits(_segments(rows)))
-    return np.concatenate(parts)
+def enum_encode(rows: np.ndarray, with_row_counts: bool) -> bytes:
+    """The packed stream of the (R, L) bool ``rows`` (see ``enum_fields``)."""
+    return enum_fields(rows, with_row_counts).pack()
 
 
-def _windows(span: np.ndarray) -> np.ndarray:
-    """The HUFFMAN_MAX_BITS-bit window starting at every bit of ``span`` (zero past its end)."""
-    padded = np.concatenate([span, np.zeros(HUFFMAN_MAX_BITS, np.uint8)]).astype(np.int16)
-    windows = np.zeros(len(span), np.int16)
-    for k in range(HUFFMAN_MAX_BITS):
-        windows <<= 1
-        windows |= padded[k : k + len(span)]
-    return windows
+_WINDOW_MASK = (1 << HUFFMAN_MAX_BITS) - 1
+_BIT_SHIFTS = (32 - HUFFMAN_MAX_BITS - np.arange(8)).astype(np.uint32)
+
+
+def _windows(reader: BitReader, at: int, count: int) -> np.ndarray:
+    """The HUFFMAN_MAX_BITS-bit window of the section starting at each of ``count`` bits from
+    bit ``at`` (zero past the section's end): the big-endian 32-bit word at every byte, shifted
+    eight ways."""
+    first, skip = at >> 3, at & 7
+    nbytes = (skip + count + 7) >> 3
+    raw = reader.padded[first : first + nbytes + 3]
+    if len(raw) < nbytes + 3:
+        raw = np.concatenate([raw, np.zeros(nbytes + 3 - len(raw), np.uint8)])
+    words = np.lib.stride_tricks.as_strided(raw, (nbytes, 4), (1, 1)).copy().view(">u4")
+    windows = (words >> _BIT_SHIFTS) & np.uint32(_WINDOW_MASK)
+    return windows.ravel()[skip : skip + count].astype(np.int16)
+
+
+@functools.lru_cache(maxsize=256)
+def _likely_span(level: int, count: int) -> int:
+    """Bits that ``count`` codes of ``level`` take, but for a one-in-a-billion excess, if the
+    mask is i.i.d. at the level's density: the mean code length, plus six deviations of their
+    sum. A chunk whose codes do not all start in it is decoded again over the full bound."""
+    lengths, _ = count_code(level)
+    d = level / DENSITY_LEVELS
+    pmf = np.array([math.comb(BLOCK, c) * d**c * (1 - d) ** (BLOCK - c) for c in range(BLOCK + 1)])
+    pmf /= pmf.sum()
+    mean = float(pmf @ lengths)
+    spread = math.sqrt(max(float(pmf @ lengths**2) - mean**2, 0.0) * count)
+    return int(count * mean + 6 * spread) + HUFFMAN_MAX_BITS
 
 
 def _decode_counts(reader: BitReader, row_levels: np.ndarray, per_row: int) -> np.ndarray:
     """Canonical-Huffman block counts, ``per_row`` per row at the row's level, one table lookup
-    per block, a chunk of blocks at a time: a chunk's codes lie within its first
-    chunk * HUFFMAN_MAX_BITS bits, so its windows never need bits beyond them. A chunk at one
-    level (every chunk of ``ENUM``) is decoded without a loop per block (``_one_level``)."""
+    per block, a chunk of blocks at a time. A chunk's codes lie within its first
+    chunk * HUFFMAN_MAX_BITS bits; a chunk at one level (every chunk of ``ENUM``) is decoded
+    without a loop per block (``_one_level``) over the span its codes likely take
+    (``_likely_span``), and again over the full bound only if they do not all start in it."""
     total = len(row_levels) * per_row
     out = np.empty(total, np.uint8)
     tables: dict[int, tuple[np.ndarray, np.ndarray]] = {}
     for start in range(0, total, _COUNT_CHUNK):
         blocks = np.arange(start, min(total, start + _COUNT_CHUNK))
         chunk_levels = row_levels[blocks // per_row]
-        span = reader.bits[reader.pos : reader.pos + len(blocks) * HUFFMAN_MAX_BITS]
-        windows = _windows(span)
+        bound = min(len(blocks) * HUFFMAN_MAX_BITS, reader.remaining)
         if chunk_levels.min() == chunk_levels.max():
             level = int(chunk_levels[0])
             table = tables.get(level) or tables.setdefault(level, count_table(level))
-            decoded, pos = _one_level(reader, windows, table, len(blocks))
+            decoded, pos = None, 0
+            for span in sorted({min(_likely_span(level, len(blocks)), bound), bound}):
+                decoded, pos = _one_level(
+                    reader, _windows(reader, reader.pos, span), table, len(blocks)
+                )
+                if decoded is not None:
+                    break
+            if decoded is None:
+                raise PayloadError(
+                    f"tensor '{reader.name}': position data ends inside the block counts"
+                )
         else:
+            windows = _windows(reader, reader.pos, bound)
             decoded, pos = _mixed_levels(reader, windows, chunk_levels.tolist(), tables)
         reader.take(pos, "block counts")
         out[start : start + len(blocks)] = decoded
     return out
 
 
+_STRIDE_LOG = 4  # _one_level walks codes 2**_STRIDE_LOG at a time, then fills in between
+
+
 def _one_level(
     reader: BitReader, windows: np.ndarray, table: tuple[np.ndarray, np.ndarray], count: int
-) -> tuple[np.ndarray, int]:
-    """``count`` codes of one table from the windows of a span: where each code starts, found
-    by pointer doubling over "the next code starts at bit + its length" (log2(count) gathers
-    over the span, no loop per code); (symbols, bits used)."""
+) -> tuple[np.ndarray | None, int]:
+    """``count`` codes of one table from the windows of a span: (symbols, bits used), or
+    (None, 0) if the codes do not all start within the span.
+
+    "The next code starts at bit + its length" is a jump over the span; squaring it
+    _STRIDE_LOG times jumps 2**_STRIDE_LOG codes. That jump is walked from bit 0 to find
+    every 2**_STRIDE_LOG-th code's start, and the squares fill in the starts between them
+    (pointer doubling, Hillis and Steele 1986, cut short: no loop per code)."""
     table_sym, table_len = table
     limit = len(windows)
-    lengths = table_len[windows].astype(np.int64)
-    jump = np.append(np.minimum(np.arange(limit) + lengths, limit), limit)  # limit: past the end
-    starts = np.zeros(1, np.int64)
-    while len(starts) < count:  # starts holds codes 0..L-1 and jump goes L codes ahead
-        starts = np.concatenate([starts, jump[starts]])
-        jump = jump[jump]
+    lengths = table_len[windows].astype(np.int32)
+    jump = np.arange(limit + 1, dtype=np.int32)  # jump[limit] = limit: past the end
+    jump[:limit] = np.minimum(jump[:limit] + lengths, limit)
+    powers = [jump]
+    for _ in range(_STRIDE_LOG):
+        powers.append(powers[-1][powers[-1]])
+    stride = powers.pop()
+    starts = np.zeros(-(-count >> _STRIDE_LOG), np.int32)
+    at = 0
+    for i in range(1, len(starts)):
+        at = int(stride[at])
+        starts[i] = at
+    for power in reversed(powers):
+        starts = np.stack([starts, power[starts]], axis=1).ravel()
     starts = starts[:count]
     if starts[-1] >= limit:
-        raise PayloadError(f"tensor '{reader.name}': position data ends inside the block counts")
+        return None, 0
     used = lengths[starts]
     if used.max() > HUFFMAN_MAX_BITS:
         raise PayloadError(f"tensor '{reader.name}': invalid block-count code")
@@ -320,28 +364,29 @@ def enum_decode(reader: BitReader, num_rows: int, length: int, row_kept: np.ndar
     high_at = reader.pos
     extra_at = high_at + int(widths.sum())
     reader.take_at(high_at, extra_at - high_at, "block ranks")
-    step = max(1, _RANK_CHUNK // per_row)
-    for first in range(0, len(rows), step):
-        chunk = slice(first, first + step)
-        c = counts[chunk].ravel().astype(np.int64)
-        lens = np.tile(block_len, len(c) // per_row)
-        b = widths[chunk].ravel()
-        high = reader.fields_at(high_at, b, "block ranks")
-        high_at += int(b.sum())
-        u = _TB_U[lens, c]
-        big = high >= u
-        extra = reader.take_at(extra_at, int(np.count_nonzero(big)), "rank extra bits")
-        extra_at += len(extra)
-        ranks = high
-        ranks[big] = ((high[big] << np.uint64(1)) | extra) - u[big]
-        if np.any(ranks >= BINOM[lens, c]):
-            raise PayloadError(f"tensor '{reader.name}': a block rank is out of range")
-        starts = ((rows[chunk] * length)[:, None] + BLOCK * np.arange(per_row)).ravel()
-        # unrank all blocks at once, from the highest kept index down (combinatorial numbers)
-        for j in range(int(c.max(initial=0)), 0, -1):
-            active = np.flatnonzero(c >= j)
-            p = np.searchsorted(BINOM[:, j], ranks[active], side="right") - 1
-            ranks[active] -= BINOM[p, j]
-            flat[starts[active] + p] = True
+    # a batch is whole rows, or a piece of one long row: blocks are read in stream order
+    rows_per_batch = max(1, _RANK_CHUNK // per_row)
+    blocks_per_batch = min(per_row, _RANK_CHUNK)
+    grid = flat.reshape(num_rows, length)
+    for first in range(0, len(rows), rows_per_batch):
+        group = slice(first, first + rows_per_batch)
+        for j0 in range(0, per_row, blocks_per_batch):
+            j1 = min(per_row, j0 + blocks_per_batch)
+            c = counts[group, j0:j1].ravel().astype(np.int64)
+            lens = np.tile(block_len[j0:j1], len(c) // (j1 - j0))
+            b = widths[group, j0:j1].ravel()
+            high = reader.fields_at(high_at, b, "block ranks")
+            high_at += int(b.sum())
+            u = _TB_U[lens, c]
+            big = high >= u
+            extra = reader.take_at(extra_at, int(np.count_nonzero(big)), "rank extra bits")
+            extra_at += len(extra)
+            ranks = high
+            ranks[big] = ((high[big] << np.uint64(1)) | extra) - u[big]
+            if np.any(ranks >= BINOM[lens, c]):
+                raise PayloadError(f"tensor '{reader.name}': a block rank is out of range")
+            bits = unrank_blocks(c, ranks, lens).reshape(len(c) // (j1 - j0), -1)
+            end = min(length, BLOCK * j1)
+            grid[rows[group], BLOCK * j0 : end] = bits[:, : end - BLOCK * j0]
     reader.pos = extra_at
     return flat

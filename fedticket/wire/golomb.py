@@ -28,15 +28,25 @@ def _golomb_parts(gaps: np.ndarray, m: int) -> tuple[np.ndarray, np.ndarray, int
     return q, r, b, u
 
 
-def _golomb_bits(gaps: np.ndarray, m: int) -> int:
-    q, r, b, u = _golomb_parts(gaps, m)
-    return int(q.sum()) + len(gaps) * (1 + b) + int((r >= u).sum())
+def _golomb_bits(values: np.ndarray, weights: np.ndarray, m: int) -> int:
+    """Bits of gaps of ``values``, each occurring ``weights`` times."""
+    q, r, b, u = _golomb_parts(values, m)
+    return int(weights @ q) + int(weights.sum()) * (1 + b) + int(weights[r >= u].sum())
 
 
 def kept_gaps(flat: np.ndarray) -> np.ndarray:
     """The number of False entries before each True one of ``flat``."""
-    positions = np.flatnonzero(flat)
-    return np.diff(positions, prepend=-1) - 1
+    return gaps_between(np.flatnonzero(flat))
+
+
+def gaps_between(positions: np.ndarray) -> np.ndarray:
+    """The gaps before each of the increasing ``positions`` (from -1)."""
+    gaps = np.empty(len(positions), np.int64)
+    if len(positions):
+        gaps[0] = positions[0]
+        np.subtract(positions[1:], positions[:-1], out=gaps[1:])
+        gaps[1:] -= 1
+    return gaps
 
 
 def best_golomb(gaps: np.ndarray, n: int) -> tuple[int, int]:
@@ -47,7 +57,12 @@ def best_golomb(gaps: np.ndarray, n: int) -> tuple[int, int]:
     theta = max(1e-12, 1 - k / n)
     estimate = 1 if theta <= 0.5 else max(1, round(math.log(1 + theta) / -math.log(theta)))
     candidates = {max(1, estimate + delta) for delta in (-2, -1, 0, 1, 2)}
-    return min((_golomb_bits(gaps, m), m) for m in candidates)
+    if gaps.max() <= 16 * k + 4096:  # sized over a histogram of the gap values: one pass
+        weights = np.bincount(gaps)
+        values = np.arange(len(weights))
+    else:  # a few huge gaps: the histogram would be larger than the gaps
+        values, weights = gaps, np.ones(k, np.int64)
+    return min((_golomb_bits(values, weights, m), m) for m in candidates)
 
 
 def golomb_encode(gaps: np.ndarray, m: int) -> np.ndarray:

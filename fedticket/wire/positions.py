@@ -17,7 +17,7 @@ each scheme can need, which decoding checks a header against before it allocates
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import IntEnum
 
 import numpy as np
@@ -27,12 +27,19 @@ from fedticket.wire.enumerative import (
     BLOCK,
     HUFFMAN_MAX_BITS,
     RANK_MAX_BITS,
+    EnumFields,
     enum_decode,
-    enum_encode,
+    enum_fields,
     enum_size_bits,
 )
 from fedticket.wire.errors import PayloadError
-from fedticket.wire.golomb import best_golomb, golomb_decode, golomb_encode, kept_gaps
+from fedticket.wire.golomb import (
+    best_golomb,
+    gaps_between,
+    golomb_decode,
+    golomb_encode,
+    kept_gaps,
+)
 
 
 class Scheme(IntEnum):
@@ -55,7 +62,7 @@ def binary_entropy(d: float) -> float:
 def entropy_bound_bits(mask: np.ndarray) -> float:
     """n * H(d): the i.i.d. lower bound on the positions of a mask with density d."""
     n = mask.size
-    return n * binary_entropy(int(mask.sum()) / n) if n else 0.0
+    return n * binary_entropy(np.count_nonzero(mask) / n) if n else 0.0
 
 
 def row_entropy_bound_bits(mask: np.ndarray) -> float:
@@ -69,17 +76,19 @@ def row_entropy_bound_bits(mask: np.ndarray) -> float:
 
 @dataclass(frozen=True)
 class Choice:
-    """A scheme for a mask, the bits it codes the positions in, and its parameter."""
+    """A scheme for a mask, the bits it codes the positions in, and its parameter; for the
+    enumerative schemes also the fields that were sized, so encoding does not redo them."""
 
     scheme: Scheme
     bits: int
     param: int = 0
+    fields: EnumFields | None = field(default=None, compare=False, repr=False)
 
 
 def position_candidates(mask: np.ndarray) -> dict[str, int]:
     """Size in bits of every applicable position scheme for ``mask`` (for reports)."""
     flat = mask.reshape(-1)
-    n, k = flat.size, int(flat.sum())
+    n, k = flat.size, np.count_nonzero(flat)
     sizes = {"bitmap": n}
     for invert in (False, True):
         gaps = kept_gaps(~flat if invert else flat)
@@ -93,29 +102,32 @@ def position_candidates(mask: np.ndarray) -> dict[str, int]:
     return sizes
 
 
-def choose(mask: np.ndarray) -> Choice:
+def choose(mask: np.ndarray, kept_at: np.ndarray | None = None) -> Choice:
     """The smallest scheme for ``mask``: Golomb or bitmap, then enumerative where Golomb is
-    off the entropy bound, and per-row enumerative where the rows' bound is lower."""
+    off the entropy bound, and per-row enumerative where the rows' bound is lower.
+    ``kept_at``: the kept entries' flat indices, if the caller has them already."""
     flat = mask.reshape(-1)
-    n, k = flat.size, int(flat.sum())
+    n, k = flat.size, np.count_nonzero(flat)
     if k == n:
         return Choice(Scheme.FULL, 0)
     if k == 0:
         return Choice(Scheme.EMPTY, 0)
     invert = k > n - k
-    bits, m = best_golomb(kept_gaps(~flat if invert else flat), n)
+    if invert or kept_at is None:
+        kept_at = np.flatnonzero(~flat if invert else flat)
+    bits, m = best_golomb(gaps_between(kept_at), n)
     best = Choice(Scheme.GOLOMB, bits, (m << 1) | int(invert))
     if n < best.bits:
         best = Choice(Scheme.BITMAP, n)
     bound = entropy_bound_bits(flat)
     if best.bits > 1.01 * bound + 64:  # Golomb is off the bound (d near 0.38): try enumerative
-        enum_bits = enum_size_bits(flat.reshape(1, -1), with_row_counts=False)
-        if enum_bits < best.bits:
-            best = Choice(Scheme.ENUM, enum_bits)
+        fields = enum_fields(flat.reshape(1, -1), with_row_counts=False)
+        if fields.bits < best.bits:
+            best = Choice(Scheme.ENUM, fields.bits, fields=fields)
     if mask.ndim >= 2 and mask.shape[0] > 1 and row_entropy_bound_bits(mask) < 0.99 * bound:
-        row_bits = enum_size_bits(mask.reshape(mask.shape[0], -1), with_row_counts=True)
-        if row_bits < best.bits:
-            best = Choice(Scheme.ENUM_ROWS, row_bits)
+        fields = enum_fields(mask.reshape(mask.shape[0], -1), with_row_counts=True)
+        if fields.bits < best.bits:
+            best = Choice(Scheme.ENUM_ROWS, fields.bits, fields=fields)
     return best
 
 
@@ -129,11 +141,12 @@ def encode_positions(mask: np.ndarray, choice: Choice) -> bytes:
     if choice.scheme == Scheme.GOLOMB:
         invert = bool(choice.param & 1)
         bits = golomb_encode(kept_gaps(~flat if invert else flat), choice.param >> 1)
-    elif choice.scheme == Scheme.ENUM:
-        bits = enum_encode(flat.reshape(1, -1), with_row_counts=False)
-    else:
-        bits = enum_encode(mask.reshape(mask.shape[0], -1), with_row_counts=True)
-    return np.packbits(bits).tobytes()
+        return np.packbits(bits).tobytes()
+    fields = choice.fields
+    if fields is None:
+        rows = flat.reshape(1, -1) if choice.scheme == Scheme.ENUM else mask.reshape(len(mask), -1)
+        fields = enum_fields(rows, with_row_counts=choice.scheme == Scheme.ENUM_ROWS)
+    return fields.pack()
 
 
 def check_positions(
