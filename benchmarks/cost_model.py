@@ -61,7 +61,7 @@ def one_point(point: dict, rounds: int, epochs: int, out: Path, work: Path) -> d
         "resume": False,
     }
     workdir = work / f"{point['model']}-{point['clients_per_round']}-{point['density']}"
-    result, peak = launch_measuring_memory(config, NUM_CLIENTS, workdir, str(point))
+    result, memory = launch_measuring_memory(config, NUM_CLIENTS, workdir, str(point))
     table = pd.read_parquet(result.run_dir / "rounds.parquet").set_index("round")
     steady = list(range(2, rounds))
     sent = table[["message_bytes_down", "message_bytes_up"]].sum(axis=1)
@@ -70,7 +70,7 @@ def one_point(point: dict, rounds: int, epochs: int, out: Path, work: Path) -> d
         "round_s": table["finished_s"].diff().loc[steady].mean(),
         "server_s": (table["seconds"] - table["seconds_clients"]).loc[steady].mean(),
         "bytes_per_round": sent.loc[steady].mean(),
-        "peak_rss_MB": peak / 1e6,
+        "peak_rss_MB": memory.peak / 1e6,
         "wall_s": result.seconds,
     }
 

@@ -22,6 +22,7 @@ from clients.base import CLIENTS, FederatedClient, density
 from clients.node import (
     broadcast_domain_of,
     compute_slowdown_of,
+    data_cache_of,
     link_of,
     partition_of,
     with_node_data_dir,
@@ -30,6 +31,7 @@ from clients.state import ClientState
 from clients.state_location import snapshots_for
 from fedticket.config import RunConfig
 from fedticket.learn.data import ClientData, client_data
+from fedticket.learn.data.cache import cached_client_data
 from fedticket.learn.models import batchnorm_names, model_for, state_arrays
 from fedticket.learn.torch_device import DeviceError, resolve_device, set_deterministic
 from fedticket.sparse.device_budgets import density_level, device_class
@@ -70,7 +72,11 @@ def handle_message(kind: str, message: Message, context: Context) -> Message:
     if config.client_threads:  # 0: torch's default, which in a Ray actor is its CPU share
         torch.set_num_threads(config.client_threads)
     pid, num_partitions = partition_of(context.node_config)
-    data = client_data(config, pid, num_partitions)
+    cache = data_cache_of(context.node_config)
+    if cache is None:
+        data = client_data(config, pid, num_partitions)
+    else:  # a deployed device: a new process per message, so the data comes from its disk
+        data = cached_client_data(cache, config, pid, num_partitions)
     if kind == "query":
         return answer_query(message, context, config, data, num_partitions)
     if kind not in ("train", "evaluate"):

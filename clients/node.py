@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from fedticket.config import RunConfig
@@ -83,3 +84,15 @@ def with_node_data_dir(config: RunConfig, node_config: Mapping[str, Any]) -> Run
     if not isinstance(data_dir, str) or not data_dir:
         raise NodeConfigError(f"node config data-dir={data_dir!r} must be a non-empty path")
     return dataclasses.replace(config, data_dir=data_dir)
+
+
+def data_cache_of(node_config: Mapping[str, Any]) -> Path | None:
+    """The directory a device caches its client data in (``--node-config "data-cache=DIR"``),
+    if it names one: a deployed ClientApp then skips loading and partitioning the data set
+    in every message's process (``fedticket.learn.data.cache``)."""
+    value = node_config.get("data-cache")
+    if value is None:
+        return None
+    if not isinstance(value, str) or not 0 < len(value) <= 4096 or not value.isprintable():
+        raise NodeConfigError(f"node config data-cache={value!r} must be a directory path")
+    return Path(value).expanduser()

@@ -156,7 +156,7 @@ def tune_polling(grid: Grid, interval: float = 0.01) -> None:
     """Poll for replies every 10 ms instead of Flower's 100 ms in simulation (the in-memory
     grid's documented ``pull_interval``): every round waits, on average, half an interval
     after its last reply, and a poll of the in-memory state costs microseconds. A deployed
-    grid keeps its own pace (it polls the SuperLink over gRPC)."""
+    grid is pulled by ``strategies.exchange.send_and_receive`` instead."""
     if hasattr(grid, "pull_interval"):
         grid.pull_interval = interval
 

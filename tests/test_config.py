@@ -37,7 +37,7 @@ def test_toml_int_is_coerced_to_float_and_integral_float_to_int() -> None:
         ({"num-rounds": 2.5}, "'num-rounds': expected int"),
         ({"download": "yes"}, "expected true or false"),
         ({"dataset": "mnsit-offline"}, "did you mean 'mnist-offline'"),
-        ({"partitioner": "dirichlet2"}, "allowed: dirichlet, iid, shards"),
+        ({"partitioner": "dirichlet2"}, "allowed: dirichlet, iid, sampled, shards"),
         ({"model": "lenet5"}, "models that do: mlp, mnist-cnn, mnist-cnn-bn, vgg-bn"),
         ({"dataset": "mnist-idx"}, "'data-dir'"),
         ({"test-fraction": 0.95}, "must be <= 0.9"),

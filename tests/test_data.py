@@ -18,6 +18,8 @@ from fedticket.learn.data import (
     split_train_test,
     split_validation,
 )
+from fedticket.learn.data.holdout import _pool_split
+from fedticket.learn.data.partitions import client_share
 
 
 def test_offline_default_is_5000_real_digits_500_per_class() -> None:
@@ -28,7 +30,7 @@ def test_offline_default_is_5000_real_digits_500_per_class() -> None:
     assert np.isclose(pool.x.min(), -0.1307 / 0.3081, atol=1e-5)
 
 
-@pytest.mark.parametrize("name", sorted(PARTITIONERS))
+@pytest.mark.parametrize("name", sorted(set(PARTITIONERS) - {"sampled"}))  # sampled: below
 def test_partitions_are_disjoint_deterministic_and_cover_clients(name: str) -> None:
     config = RunConfig.from_run_config({"partitioner": name, "seed": 7})
     labels = load_pool("mnist-offline").y
@@ -42,6 +44,33 @@ def test_partitions_are_disjoint_deterministic_and_cover_clients(name: str) -> N
         labels, 10, RunConfig.from_run_config({"partitioner": name, "seed": 8})
     )
     assert any(not np.array_equal(a, b) for a, b in zip(parts, other_seed, strict=True))
+
+
+def test_sampled_shares_are_fixed_size_seeded_and_independent_of_the_client_count() -> None:
+    """The scale partitioner (#24): a client's share is the same whether there are 10 or
+    100,000 clients, computed for it alone, distinct within the client, and drawn from the
+    train pool only (never the test pool)."""
+    config = RunConfig.from_run_config({"partitioner": "sampled", "samples-per-client": 40})
+    alone = client_share(config, 7, 100_000)
+    assert len(alone) == 40 == len(np.unique(alone))
+    assert np.array_equal(alone, client_share(config, 7, 10))
+    assert np.array_equal(alone, partition(config, 10)[7])
+    assert not np.array_equal(alone, client_share(config, 8, 10))
+    train_pool, test_pool = _pool_split(config)
+    assert np.isin(alone, train_pool).all() and not np.isin(alone, test_pool).any()
+    reseeded = RunConfig.from_run_config({"partitioner": "sampled", "seed": 1})
+    assert not np.array_equal(client_share(reseeded, 7, 10)[:40], alone)
+    data = client_data(config, 99_999, 100_000)
+    assert len(data.y_train) + len(data.y_val) == 40
+
+
+def test_sampled_shares_refuse_a_pooled_test_set_and_more_images_than_the_pool() -> None:
+    split = RunConfig.from_run_config({"partitioner": "sampled", "local-test": "split"})
+    with pytest.raises(DataError, match="label-pool"):
+        client_share(split, 0, 10)
+    greedy = RunConfig.from_run_config({"partitioner": "sampled", "samples-per-client": 10**6})
+    with pytest.raises(DataError, match="samples-per-client=1000000"):
+        client_share(greedy, 0, 10)
 
 
 def test_iid_partition_uses_every_sample_with_balanced_sizes() -> None:

@@ -88,6 +88,12 @@ class RunConfig:
     unbalance_rate: float = setting(
         1.0, "share of each further shard kept (shards; 1 = balanced)", low=0, high=1, low_open=True
     )
+    samples_per_client: int = setting(
+        50,
+        "images each client draws from the pool (sampled partitioner: clients may share images)",
+        low=1,
+        high=MAX_SAMPLES,
+    )
     test_fraction: float = setting(
         0.2,
         "local-test=split: share of each client's data held out as its local test",

@@ -79,9 +79,13 @@ def seeded(seed: int, device: torch.device) -> Iterator[None]:
 def set_deterministic(enabled: bool) -> None:
     """Deterministic kernels on CUDA (cuDNN and cuBLAS); the CPU is deterministic already.
 
-    cuBLAS reads its workspace setting when CUDA starts, so it is set before any CUDA call."""
+    cuBLAS reads its workspace setting when CUDA starts, so it is set before any CUDA call.
+    ``use_deterministic_algorithms`` imports torch's compiler stack (about 0.9 s in a fresh
+    process, which a deployed ClientApp is for every message), so it is called only when the
+    setting changes."""
     if enabled:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-    torch.use_deterministic_algorithms(enabled)
+    if torch.are_deterministic_algorithms_enabled() != enabled:
+        torch.use_deterministic_algorithms(enabled)
     torch.backends.cudnn.deterministic = enabled
     torch.backends.cudnn.benchmark = False

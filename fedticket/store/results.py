@@ -17,10 +17,12 @@ import os
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
+
+if TYPE_CHECKING:  # pandas loads on first use: a ClientApp process never needs it (0.2 s)
+    import pandas as pd
 
 TABLES = ("rounds", "clients", "comm", "masks")
 STATUS_FILE = "status.json"
@@ -98,6 +100,8 @@ def read_table(path: str | Path, columns: list[str] | None = None) -> pd.DataFra
     """One results table, safe to call while its run rewrites it: the file is read in one go
     (pyarrow opens a path more than once, and a rename between two opens tears the read:
     "Page was smaller than expected")."""
+    import pandas as pd
+
     return pd.read_parquet(io.BytesIO(Path(path).read_bytes()), columns=columns)
 
 
@@ -135,6 +139,8 @@ def masks_frame(masks: Mapping[int, Mapping[str, np.ndarray]]) -> pd.DataFrame:
         for name, mask in tensors.items()
     ]
     columns = ["partition_id", "tensor", "shape", "kept", "size", "bits"]
+    import pandas as pd
+
     return pd.DataFrame(rows, columns=columns)
 
 

@@ -26,8 +26,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, fields
+from typing import TYPE_CHECKING
 
-import pandas as pd
+if TYPE_CHECKING:  # pandas loads on first use: a ClientApp process never needs it
+    import pandas as pd
+
 
 DIRECTIONS = ("down", "up")
 KINDS = ("query", "train", "evaluate")
@@ -83,6 +86,8 @@ class CommLedger:
         return tuple(self._records)
 
     def to_frame(self) -> pd.DataFrame:
+        import pandas as pd
+
         frame = pd.DataFrame([asdict(r) for r in self._records], columns=COLUMNS)
         return frame.astype(
             {

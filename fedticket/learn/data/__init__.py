@@ -19,7 +19,8 @@ Modules:
 - ``datasets``: the dataset loaders and ``load_pool``, the per-process pool cache.
 - ``keys``: ``DATA_KEYS``, the run-config keys that shape the data, and the cache key of them.
 - ``holdout``: the held-out test pool, ``label_quotas`` and each client's local test draw.
-- ``partitions``: the partitioners (iid, dirichlet, shards) and ``partition``.
+- ``partitions``: the partitioners (iid, dirichlet, shards, sampled), ``partition`` and
+  ``client_share``.
 - ``clients``: ``ClientData``, ``client_indices`` and the cached ``client_data``.
 - ``global_holdout``: the server's global test set and its public data (``public-fraction``).
 

@@ -11,7 +11,7 @@ import numpy as np
 from fedticket.learn.data.datasets import load_pool
 from fedticket.learn.data.holdout import _pool_split, label_pool_test, split_train_test
 from fedticket.learn.data.keys import _data_key
-from fedticket.learn.data.partitions import partition
+from fedticket.learn.data.partitions import client_share
 from fedticket.learn.data.registry import DataError
 
 if TYPE_CHECKING:
@@ -46,7 +46,7 @@ def client_indices(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(train, validation, test) pool indices of one client under ``local-test``."""
     pool = load_pool(config.dataset, config.data_dir, config.download)
-    indices = partition(config, num_partitions)[partition_id]
+    indices = client_share(config, partition_id, num_partitions)
     if config.local_test == "label-pool":
         train = np.random.default_rng([config.seed, partition_id]).permutation(indices)
         _train_pool, test_pool = _pool_split(config)

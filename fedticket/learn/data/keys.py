@@ -27,6 +27,7 @@ DATA_KEYS = (
     "shards_per_client",
     "shard_size",
     "unbalance_rate",
+    "samples_per_client",
     "test_fraction",
     "val_fraction",
     "local_test",

@@ -1,4 +1,4 @@
-"""Partitioners (iid, dirichlet, shards) and the cached split of the train pool into clients."""
+"""Partitioners (iid, dirichlet, shards, sampled) and the cached split of the pool into clients."""
 
 from __future__ import annotations
 
@@ -110,6 +110,39 @@ def partition_shards(
     return parts
 
 
+@register_partitioner("sampled")
+def partition_sampled(
+    labels: np.ndarray, num_partitions: int, config: RunConfig
+) -> list[np.ndarray]:
+    """Each client draws ``samples-per-client`` distinct samples of the pool uniformly, on its
+    own seed (``sampled_share``). Clients overlap, so this is not a partition; but a client's
+    share does not depend on how many clients there are, so it is computed for that client
+    alone: the split for runs of 10,000 clients and more (issue #24), whose per-client data,
+    and so round time, stays fixed as the registered count grows. Needs the label-pool test
+    sets (a pooled ``split`` test set would hold other clients' train images)."""
+    return [sampled_share(len(labels), pid, config) for pid in range(num_partitions)]
+
+
+def sampled_share(pool_size: int, partition_id: int, config: RunConfig) -> np.ndarray:
+    """Positions in the train pool of one client's ``sampled`` share (sorted)."""
+    if config.local_test != "label-pool":
+        raise DataError(
+            'the sampled partitioner needs local-test="label-pool": its clients share images, '
+            "so a pooled split test set would hold train images"
+        )
+    if config.samples_per_client > pool_size:
+        raise DataError(
+            f"samples-per-client={config.samples_per_client} is more than the "
+            f"{pool_size} images of the train pool; lower it"
+        )
+    rng = np.random.default_rng([config.seed, 0x5A, partition_id])
+    return np.sort(rng.choice(pool_size, config.samples_per_client, replace=False))
+
+
+#: partitioners whose share of one client is computed without the others' (O(share) work)
+ONE_CLIENT_SHARES = {"sampled": sampled_share}
+
+
 @functools.lru_cache(maxsize=4)
 def _partitions(
     dataset: str, data_dir: str, download: bool, num_partitions: int, config: RunConfig
@@ -122,6 +155,18 @@ def _partitions(
     train_pool, _test_pool = _pool_split(config)
     parts = PARTITIONERS[config.partitioner](pool.y[train_pool], num_partitions, config)
     return [train_pool[part] for part in parts]
+
+
+def client_share(config: RunConfig, partition_id: int, num_partitions: int) -> np.ndarray:
+    """One client's sample indices into the pool: ``partition(...)[partition_id]``, without
+    building the other clients' shares where the partitioner allows it."""
+    config = _data_key(config)
+    one = ONE_CLIENT_SHARES.get(config.partitioner)
+    if one is None:
+        return partition(config, num_partitions)[partition_id]
+    load_pool(config.dataset, config.data_dir, config.download)  # a dataset error first
+    train_pool, _test_pool = _pool_split(config)
+    return train_pool[one(len(train_pool), partition_id, config)]
 
 
 def partition(config: RunConfig, num_partitions: int) -> list[np.ndarray]:
