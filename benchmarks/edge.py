@@ -84,6 +84,7 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
         # each, and n deployed processes of 2 threads would share 2 cores
         "client-threads": 1,
         "output-root": str(args.out / "runs"),
+        "resume": False,  # a finished run of the same config would be "resumed" in no time
     }
     rows = []
     work = Path(tempfile.mkdtemp(prefix="fedticket-edge-bench-"))
