@@ -105,7 +105,12 @@ def test_integer_buffers_travel_in_their_own_dtype() -> None:
 
 # ------------------------------------------------------------------ bad input
 def test_hostile_header_claiming_a_trillion_entries_is_refused_before_allocating() -> None:
-    header = bytes([0xF7, codec.FORMAT_VERSION, Scheme.FULL, 1, 1]) + varint(10**12) + varint(10**12) + b"\x00\x00"
+    header = (
+        bytes([0xF7, codec.FORMAT_VERSION, Scheme.FULL, 1, 1])
+        + varint(10**12)
+        + varint(10**12)
+        + b"\x00\x00"
+    )
     buf = header + struct.pack("<I", zlib.crc32(header))
     with pytest.raises(PayloadError, match="more than the limit"):
         codec.decode_tensor(buf, name="fc1.weight")

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from fedticket.learn.sgd import PlainSGD
 from fedticket.learn.torch_device import model_device, seeded
 from fedticket.sparse.masks import Mask
 
@@ -60,9 +61,7 @@ def train(
     device = model_device(model)
     xs, ys = torch.from_numpy(x).to(device), torch.from_numpy(y).to(device)
     generator = torch.Generator().manual_seed(seed)  # batch order: drawn on the CPU everywhere
-    optimizer = torch.optim.SGD(
-        model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay
-    )
+    optimizer = PlainSGD(model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
     if mask is not None:
         mask = mask.to(device)
         mask.apply_to_weights(model)
@@ -73,7 +72,7 @@ def train(
             order = torch.randperm(len(xs), generator=generator).to(device)
             for begin in range(0, len(xs), batch_size):
                 batch = order[begin : begin + batch_size]
-                optimizer.zero_grad(set_to_none=True)
+                optimizer.zero_grad()
                 loss = nn.functional.cross_entropy(model(xs[batch]), ys[batch])
                 loss.backward()
                 if mask is not None:
