@@ -21,22 +21,10 @@ def bits_fixed(values: np.ndarray, width: int) -> np.ndarray:
     return ((values.astype(np.uint64)[:, None] >> shifts) & np.uint64(1)).astype(np.uint8).ravel()
 
 
-def bits_varlen(values: np.ndarray, widths: np.ndarray) -> np.ndarray:
-    """Each value in its own number of bits (widths may be 0)."""
-    total = int(widths.sum())
-    if total == 0:
-        return np.zeros(0, np.uint8)
-    owner = np.repeat(np.arange(len(widths)), widths)
-    starts = np.cumsum(widths) - widths
-    offset = np.arange(total) - starts[owner]
-    shift = (widths[owner] - 1 - offset).astype(np.uint64)
-    return ((values.astype(np.uint64)[owner] >> shift) & np.uint64(1)).astype(np.uint8)
-
-
 def pack_fields(values: np.ndarray, widths: np.ndarray) -> bytes:
     """Fields of ``widths`` (0 to 64) bits each (bits of a value above its width are ignored),
     most significant bit first, back to back, as bytes (the last one padded with zero bits):
-    the stream ``bits_varlen`` spells out bit by bit, built a 64-bit word at a time. Each field
+    built a 64-bit word at a time, not bit by bit. Each field
     is moved to the top of a word, then right to its offset; one that straddles two words
     leaves its low bits at the top of the next. A word's pieces are OR-ed by ``reduceat``."""
     widths = np.asarray(widths, np.int64)

@@ -113,9 +113,9 @@ def read_cache(path: Path, key: str, config: RunConfig, partition_id: int) -> Cl
             raise CacheFileError("members declare more bytes than the file holds")
         with np.load(path, allow_pickle=False) as archive:
             arrays = {name: archive[name] for name in ("key", *_ARRAYS)}
+    except CacheFileError:
+        raise
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
-        if isinstance(exc, CacheFileError):
-            raise
         raise CacheFileError(f"unreadable: {exc}") from exc
     if arrays.pop("key").tobytes() != key.encode():
         raise CacheFileError("written for another configuration")
