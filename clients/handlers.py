@@ -41,6 +41,7 @@ from fedticket.wire.protocol import (
     CONFIG,
     DEVICE_CLASS,
     DEVICE_ERROR,
+    EVALUATION,
     METRICS,
     NODE,
     NUM_PARTITIONS,
@@ -158,6 +159,13 @@ def serve_round(
     tensors = {name: local[name] if name in local else payload.tensors[name] for name in full}
     client = client_cls(config, data, state, model, header.stage)
     content = RecordDict()
+    if kind == "train" and header.evaluate_round is not None:
+        # evaluate-with-train: the earlier round's evaluation of this same model, first
+        evaluated = time.perf_counter()
+        evaluation = client.evaluate(header.evaluate_round, tensors, payload.masks)
+        evaluation["client-seconds"] = time.perf_counter() - evaluated
+        content[EVALUATION] = metric_record(pid, evaluation)
+        started += evaluation["client-seconds"]  # the train row's client-seconds: training only
     if kind == "train":
         metrics = _train(client, header.server_round, tensors, payload, local_names, content)
     else:
@@ -174,11 +182,16 @@ def serve_round(
     # the whole handler (data, decode, algorithm step, encode, state): what the client costs,
     # next to ``train-seconds``, the part spent in SGD
     metrics["client-seconds"] = time.perf_counter() - started
-    content[METRICS] = MetricRecord(
+    content[METRICS] = metric_record(pid, metrics)
+    return Message(content, reply_to=message)
+
+
+def metric_record(pid: int, metrics: Mapping[str, Any]) -> MetricRecord:
+    """A reply's metrics, numbers as floats (lists of counts stay lists), with its partition."""
+    return MetricRecord(
         {PARTITION_ID: pid}
         | {k: (v if isinstance(v, list) else float(v)) for k, v in metrics.items()}
     )
-    return Message(content, reply_to=message)
 
 
 def _train(

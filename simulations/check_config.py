@@ -58,7 +58,11 @@ def _check(preset: str | None, run_config: list[str]) -> RunConfig:
             )
     raw = read_preset(preset) if preset else {}
     raw |= parse_run_config_args(run_config)
-    return RunConfig.from_run_config(raw, algorithms=_algorithms())
+    config = RunConfig.from_run_config(raw, algorithms=_algorithms())
+    from strategies import STRATEGIES
+
+    STRATEGIES[config.algorithm].check_config(config)
+    return config
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -53,8 +53,9 @@ def run_federation(
     """The whole run on ``grid``: model, strategy, handshake, the algorithm's preparation,
     ``num-rounds`` rounds, results. ``strategy_cls`` replaces the registered strategy (tests
     drive this with an in-process grid). Raises ``NoClientsError`` before writing anything."""
-    model = model_for(config)
     strategy_cls = strategy_cls or STRATEGIES[config.algorithm]
+    strategy_cls.check_config(config)
+    model = model_for(config)
     local = set(batchnorm_names(model)) if strategy_cls.local_batchnorm else set()
     initial = {name: t for name, t in state_arrays(model).items() if name not in local}
     if strategy_cls.local_batchnorm and not local:
@@ -179,6 +180,8 @@ def main(grid: Grid, context: Context) -> None:
         fail(exc, 2)
     try:
         strategy = run_federation(grid, config)
+    except ConfigError as exc:  # a setting the algorithm cannot run with
+        fail(exc, 2)
     except NoClientsError as exc:
         fail(exc, 3)
     except (CheckpointError, TicketError) as exc:  # a saved file this run cannot use

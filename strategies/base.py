@@ -2,15 +2,15 @@
 
 ``SparseStrategy`` implements Flower 1.39's ``Strategy`` once, composing the node roster
 (``strategies.roster``), the message exchange (``strategies.exchange``), the results tables
-(``strategies.reporting``), the round loop (``strategies.rounds``) and checkpoints
-(``strategies.checkpointing``). An algorithm overrides ``aggregate`` and, if it needs, the
-other hooks of the "algorithm steps" section (``client_masks``: the mask node k trains under).
+(``strategies.reporting``), the round loop (``strategies.rounds``), the evaluate steps and
+round rows (``strategies.evaluation_steps``) and checkpoints (``strategies.checkpointing``).
+An algorithm overrides ``aggregate`` and, if it needs, the other hooks of the "algorithm
+steps" section (``client_masks``: the mask node k trains under).
 """
 
 from __future__ import annotations
 
 import logging
-import math
 import secrets
 import time
 from abc import abstractmethod
@@ -24,23 +24,23 @@ from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricReco
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
-from fedticket.config import RunConfig
-from fedticket.learn.eval_protocols import PROTOCOLS, running_best
+from fedticket.config import ConfigError, RunConfig
 from fedticket.learn.global_evaluator import GlobalEvaluator
-from fedticket.learn.train import EvalStats
 from fedticket.sparse.masks import Masks
 from fedticket.store.results import RunDirectory
 from fedticket.wire.ledger import CommLedger
 from fedticket.wire.protocol import NUM_EXAMPLES, Instructions
 from fedticket.wire.records import record_to_state, state_to_record
 from strategies import checkpointing, rounds
+from strategies.evaluation_steps import EvaluationSteps
 from strategies.exchange import Exchange, Failure, Outbox, Send
+from strategies.fused_evaluation import PendingRound
 from strategies.nodes import NoClientsError as NoClientsError  # re-exported, as are the next
 from strategies.nodes import NodeInfo, reply_row
 from strategies.registry import STRATEGIES as STRATEGIES
 from strategies.registry import register_strategy as register_strategy
 from strategies.replies import CheckedReply, MetricSpec
-from strategies.reporting import RunTables, log_progress, round_summary
+from strategies.reporting import RunTables
 from strategies.roster import NodeRoster
 
 log = logging.getLogger("flwr")  # Flower's handlers print it in `flwr run --stream`
@@ -60,7 +60,7 @@ class ClientUpdate:
         return int(self.metrics.get(NUM_EXAMPLES, 0))
 
 
-class SparseStrategy(Strategy):
+class SparseStrategy(EvaluationSteps, Strategy):
     """Base of every fedticket strategy (see the module docstring). ``config``: the validated
     run configuration; ``template``: the model's tensors (names, shapes, dtypes), what every
     payload must decode to; ``run_dir``: where the tables go after every round; ``prunable``:
@@ -76,6 +76,19 @@ class SparseStrategy(Strategy):
     #: True: the model goes down as one broadcast per send, counted once (CELL)
     broadcast: ClassVar[bool] = False
     evaluate_metrics: ClassVar[Mapping[str, MetricSpec]] = {}
+    #: False: round r's evaluate message is not round r+1's train message (Fed-LTP, CELL), so
+    #: ``evaluate-with-train`` is refused (``strategies.fused_evaluation``)
+    fuses_evaluation: ClassVar[bool] = True
+
+    @classmethod
+    def check_config(cls, config: RunConfig) -> None:
+        """``ConfigError`` for settings this algorithm cannot run with (before any file)."""
+        if config.evaluate_with_train and not cls.fuses_evaluation:
+            raise ConfigError(
+                f"run-config key 'evaluate-with-train': {cls.name} evaluates another model "
+                "than the one its clients train next, so its evaluation cannot ride on the "
+                "train messages (fix: --run-config 'evaluate-with-train=false')"
+            )
 
     def __init__(
         self,
@@ -97,6 +110,8 @@ class SparseStrategy(Strategy):
         self.masks: dict[int, Masks] = {}  # partition id -> the mask the client trains under
         self._global: dict[str, np.ndarray] = {}
         self._round_started = 0.0
+        #: the round whose client evaluation the next train messages carry (evaluate-with-train)
+        self.pending: PendingRound | None = None
         self._run_started = time.perf_counter()
         self.checkpoint_round = 0  # the last round a checkpoint holds
         self.stopped = ""  # why the run ended before num-rounds ("": it did not)
@@ -220,7 +235,9 @@ class SparseStrategy(Strategy):
             self._send(server_round, node, self.train_tensors(server_round, node, self._global))
             for node in self.train_sample(server_round)
         ]
-        return self.exchange.outbox(server_round, MessageType.TRAIN, sends)
+        # a retried round's messages carry no evaluation: the first try closed the pending one
+        evaluates = self.pending.server_round if self.pending is not None else None
+        return self.exchange.outbox(server_round, MessageType.TRAIN, sends, "", evaluates)
 
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]
@@ -241,6 +258,8 @@ class SparseStrategy(Strategy):
             updates.append(update)
             self.tables.add(reply_row(server_round, "train", node, update.metrics))
         self.exchange.record_failures(server_round, "train", outcome)
+        if self.pending is not None and outcome.evaluate_round == self.pending.server_round:
+            self._close_pending(outcome)
         if not updates:
             log.warning(
                 "round %s: no training update arrived; the global model is unchanged", server_round
@@ -249,75 +268,12 @@ class SparseStrategy(Strategy):
         self._global = self.aggregate(server_round, updates, self._global)
         return state_to_record(self._global), MetricRecord({"clients": len(updates)})
 
-    def configure_evaluate(
-        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
-    ) -> Outbox:
-        run = self.config
-        if run.fraction_evaluate <= 0 or not rounds.is_evaluation_round(run, server_round):
-            return self.exchange.outbox(server_round, MessageType.EVALUATE, [])
-        evaluated = record_to_state(arrays, self.template)
-        sends = [
-            self._send(server_round, n, self.evaluate_tensors(server_round, n, evaluated))
-            for n in self.sample(run.fraction_evaluate, run.min_evaluate_clients)
-        ]
-        return self.exchange.outbox(server_round, MessageType.EVALUATE, sends)
-
     def _send(self, server_round: int, node: NodeInfo, tensors: dict[str, np.ndarray]) -> Send:
         """``tensors`` under the node's mask (``client_masks`` runs after the tensors hook)."""
         return Send.to(node, tensors, self.client_masks(server_round, node))
 
-    def aggregate_evaluate(
-        self, server_round: int, replies: Iterable[Message]
-    ) -> MetricRecord | None:
-        outcome = self.exchange.collect(replies)
-        for sent, reply in outcome.ok:
-            node, m = sent.node, dict(reply.metrics)
-            assert node is not None
-            self.held[node.partition_id] = sent.digest
-            m["reference-accuracy"] = self.keep_reference_best(node.partition_id, m)
-            self.on_evaluate_reply(server_round, node, m)
-            self.tables.add(reply_row(server_round, "evaluate", node, m))
-        self.exchange.record_failures(server_round, "evaluate", outcome)
-        started_global = time.perf_counter()
-        evaluated = rounds.is_evaluation_round(self.config, server_round)
-        global_stats = self.evaluate_global() if evaluated else EvalStats(math.nan, math.nan, 0)
-        now = time.perf_counter()
-        summary = (
-            round_summary(server_round, self.client_rows, self.ledger, now - self._round_started)
-            | {"global_accuracy": global_stats.accuracy, "global_loss": global_stats.loss}
-            | {"seconds_clients": self.exchange.waiting, "seconds_global": now - started_global}
-            | {"finished_s": now - self._run_started}
-            | self.round_extras(server_round)
-        )
-        self.round_rows.append(summary)
-        self.write_results()
-        log_progress(summary, self.config.num_rounds)
-        headline = [f"{p}_accuracy" for p in PROTOCOLS]
-        return MetricRecord(
-            {k.replace("_", "-"): summary[k] for k in headline if not math.isnan(summary[k])}
-        )
-
     def summary(self) -> None:
         log.info("fedticket %s: %s", self.name, self.config.to_dict())
-
-    # ------------------------------------------------------------------ evaluation
-    def keep_reference_best(self, partition_id: int, metrics: Mapping[str, float]) -> float:
-        """The ``reference`` protocol's best-ever for a client, kept (and checkpointed) here too:
-        a client that lost its state restarts its own running maximum; this copy carries on."""
-        reported = float(metrics.get("reference-accuracy", math.nan))
-        best = running_best(self.reference_best.get(partition_id, math.nan), reported)
-        self.reference_best[partition_id] = best
-        return best
-
-    def global_model(self) -> dict[str, np.ndarray]:
-        """The model the ``global`` protocol scores (LotteryFL's code: unmasked theta_g, E4)."""
-        return self._global
-
-    def evaluate_global(self) -> EvalStats:
-        """The ``global`` protocol: the model on the global test set (NaN: no data or model)."""
-        if self.global_evaluator is None or not self._global:
-            return EvalStats(math.nan, math.nan, 0)
-        return self.global_evaluator.evaluate(self.global_model())
 
     # ------------------------------------------------------------------ rounds and checkpoints
     def run_rounds(

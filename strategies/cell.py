@@ -49,6 +49,7 @@ class Cell(LotteryFL):
     """See the module docstring."""
 
     broadcast = True
+    fuses_evaluation = False  # the evaluate broadcast is a send of its own, with its deadline
     train_metrics: ClassVar[dict[str, MetricSpec]] = {
         **LotteryFL.train_metrics,
         "straggler": MetricSpec(low=0, high=1, integer=True),

@@ -11,6 +11,7 @@ become failures and failure rows, never crashes.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import re
@@ -94,16 +95,19 @@ class Outcome:
 
     ok: list[tuple[Sent, CheckedReply]] = field(default_factory=list)
     failed: list[Failure] = field(default_factory=list)
+    evaluate_round: int | None = None  # the earlier round these train replies also evaluated
 
 
 @dataclass(frozen=True)
 class Outbox:
     """One send: its round, its kind (the message type: query, train or evaluate) and what
-    each node was sent. Iterating gives the messages (Flower's ``configure_*`` result)."""
+    each node was sent. Iterating gives the messages (Flower's ``configure_*`` result).
+    ``evaluate_round``: the earlier round whose evaluation these train messages carry."""
 
     server_round: int
     kind: str
     sent: list[Sent]
+    evaluate_round: int | None = None
 
     def __iter__(self) -> Iterator[Message]:
         return (s.message for s in self.sent)
@@ -184,11 +188,20 @@ class Exchange:
         return self.collect(self.deliver(grid, outbox, timed))
 
     def outbox(
-        self, server_round: int, kind: str, sends: Iterable[Send], stage: str = ""
+        self,
+        server_round: int,
+        kind: str,
+        sends: Iterable[Send],
+        stage: str = "",
+        evaluate_round: int | None = None,
     ) -> Outbox:
-        """One message per ``Send``; ``stage`` names an algorithm's extra stage ("" for none)."""
+        """One message per ``Send``; ``stage`` names an algorithm's extra stage ("" for none);
+        ``evaluate_round``: train messages that first run that round's evaluation."""
         header = self.instructions(server_round, stage)
-        return Outbox(server_round, kind, [self._message(header, kind, send) for send in sends])
+        if evaluate_round is not None:
+            header = dataclasses.replace(header, evaluate_round=evaluate_round)
+        sent = [self._message(header, kind, send) for send in sends]
+        return Outbox(server_round, kind, sent, evaluate_round)
 
     def deliver(self, grid: Grid, outbox: Outbox, timed: bool = True) -> Delivery:
         """The grid's send-and-receive. ``timed``: the wait counts in ``waiting``, which is
@@ -219,7 +232,7 @@ class Exchange:
         else:
             for s in sent:  # message ids are set once Flower has pushed them
                 self._record(server_round, s, s.message, "down", kind, s.dense)
-        outcome, answered = Outcome(), set()
+        outcome, answered = Outcome(evaluate_round=delivery.outbox.evaluate_round), set()
 
         def sent_order(reply: Message) -> tuple[int, int]:
             s = by_id.get(reply.metadata.reply_to_message_id)
@@ -241,7 +254,8 @@ class Exchange:
                 server_round, s, reply, "up", kind, self._dense_up(kind) if has_arrays else 0
             )
             try:
-                outcome.ok.append((s, check_reply(reply, self._expected(kind, s))))
+                expected = self._expected(kind, s, delivery.outbox.evaluate_round is not None)
+                outcome.ok.append((s, check_reply(reply, expected)))
             except InvalidReply as exc:
                 outcome.failed.append(Failure(s, exc.status, str(exc)))
         for message_id, s in by_id.items():
@@ -334,8 +348,9 @@ class Exchange:
             transfer_seconds=node.transfer_seconds(size, direction) if node else math.nan,
         )
 
-    def _expected(self, kind: str, sent: Sent) -> Expected:
-        """What a reply to ``sent`` must look like (``strategies.replies``)."""
+    def _expected(self, kind: str, sent: Sent, evaluates: bool = False) -> Expected:
+        """What a reply to ``sent`` must look like (``strategies.replies``); ``evaluates``: it
+        must carry an evaluation too."""
         if kind == "query" or sent.node is None:
             return Expected("query")
         node = sent.node
@@ -344,7 +359,8 @@ class Exchange:
             NUM_TRAIN: node.num_train,
             NUM_TEST: node.num_test,
         }
-        return Expected(kind, handshake, self.template, sent.masks, self.metrics[kind])
+        evaluation = self.metrics["evaluate"] if evaluates else None
+        return Expected(kind, handshake, self.template, sent.masks, self.metrics[kind], evaluation)
 
     def _dense_up(self, kind: str) -> int:
         return dense_bytes(self.template) if kind == "train" else 0

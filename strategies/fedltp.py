@@ -70,6 +70,7 @@ NOISY_COUNT = MetricSpec(low=-1e12, high=1e12)
 class FedLTP(ServerMaskedFedAvg):
     """See the module docstring."""
 
+    fuses_evaluation = False  # it validates the global model, not the sub-model trained next
     train_metrics: ClassVar[dict[str, MetricSpec]] = {
         # NaN: a loss of the training records would be a release the accountant misses
         "train-loss": MetricSpec(low=0, nan_ok=True, required=True),

@@ -26,9 +26,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
+from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 
 from fedticket.wire.protocol import (
+    EVALUATION,
     NODE_FIELDS,
     NUM_EXAMPLES,
     NUM_PARTITIONS,
@@ -113,31 +114,43 @@ EVALUATE_METRICS: dict[str, MetricSpec] = {
 #: the records each kind of reply may hold, and their types
 RECORDS: dict[str, dict[str, type]] = {
     "query": {"metrics": MetricRecord, "node": ConfigRecord},
-    "train": {"metrics": MetricRecord, "arrays": ArrayRecord, "payload": ConfigRecord},
+    "train": {
+        "metrics": MetricRecord,
+        "arrays": ArrayRecord,
+        "payload": ConfigRecord,
+        EVALUATION: MetricRecord,
+    },
     "evaluate": {"metrics": MetricRecord},
 }
 
 
 @dataclass(frozen=True)
 class CheckedReply:
-    """A reply that passed every check: what the strategy may use of it."""
+    """A reply that passed every check: what the strategy may use of it. A train reply that
+    was asked for an earlier round's evaluation (``evaluate-with-train``) carries it checked
+    in ``evaluation``, or the reason it is unusable in ``evaluation_fault`` (the training
+    update stays usable either way)."""
 
     metrics: dict[str, float | list[int]]
     payload: Payload | None = None
     node: dict[str, str] | None = None
+    evaluation: dict[str, float | list[int]] | None = None
+    evaluation_fault: InvalidReply | None = None
 
 
 @dataclass(frozen=True)
 class Expected:
     """What the server knows when a reply arrives: the handshake's counts for the node (None
     for a handshake reply), the model template, the masks the node holds, and the metrics
-    the algorithm adds to the base ones."""
+    the algorithm adds to the base ones. ``evaluation_metrics`` (a train message that asked
+    for an earlier round's evaluation): the algorithm's extra evaluate metrics."""
 
     kind: str
     handshake: Mapping[str, int] | None = None
     template: Mapping[str, np.ndarray] | None = None
     held_masks: Mapping[str, np.ndarray] | None = None
     extra_metrics: Mapping[str, MetricSpec] | None = None
+    evaluation_metrics: Mapping[str, MetricSpec] | None = None
 
 
 def check_reply(reply: Message, expected: Expected) -> CheckedReply:
@@ -166,7 +179,30 @@ def check_reply(reply: Message, expected: Expected) -> CheckedReply:
     payload = None
     if kind == "train" and ("arrays" in content or "payload" in content):
         payload = check_payload(content, expected)
-    return CheckedReply(metrics, payload=payload)
+    if expected.evaluation_metrics is None:  # an evaluation nobody asked for is not read
+        return CheckedReply(metrics, payload=payload)
+    evaluation, fault = None, None
+    try:
+        evaluation = check_evaluation(content, expected)
+    except InvalidReply as exc:
+        fault = exc
+    return CheckedReply(metrics, payload=payload, evaluation=evaluation, evaluation_fault=fault)
+
+
+def check_evaluation(content: RecordDict, expected: Expected) -> dict[str, float | list[int]]:
+    """The evaluation record of a train reply that was asked for one, checked like an
+    evaluate reply's metrics."""
+    if EVALUATION not in content:
+        raise malformed("train reply lacks the evaluation it was asked for")
+    specs = EVALUATE_METRICS | dict(expected.evaluation_metrics or {})
+    handshake = expected.handshake or {}
+    evaluation = check_metrics(dict(content[EVALUATION]), specs, handshake)
+    if evaluation[PARTITION_ID] != handshake.get(PARTITION_ID):
+        raise InvalidReply(
+            f"evaluation claims partition {evaluation[PARTITION_ID]}; its handshake said "
+            f"{handshake.get(PARTITION_ID)}"
+        )
+    return evaluation
 
 
 def check_metrics(

@@ -14,6 +14,7 @@ from flwr.serverapp import Grid
 from fedticket.config import RunConfig
 from fedticket.wire.records import record_to_state, state_to_record
 from strategies.exchange import Delivery, Exchange, Outbox
+from strategies.fused_evaluation import PendingRound
 from strategies.nodes import NoClientsError
 
 log = logging.getLogger("flwr")  # Flower's handlers print it in `flwr run --stream`
@@ -47,6 +48,12 @@ class RoundSteps(Protocol):
 
     def save_checkpoint(self, server_round: int, global_arrays: dict[str, np.ndarray]) -> None: ...
 
+    def defer_evaluation(self, server_round: int) -> None: ...
+
+    def resume_deferred(self, server_round: int) -> None: ...
+
+    pending: PendingRound | None  # a round whose client evaluation is deferred
+
 
 def run_rounds(
     steps: RoundSteps,
@@ -59,10 +66,14 @@ def run_rounds(
     final one. Stops early, before a round, where ``stop_reason`` gives a reason (kept in
     ``stopped``). Raises ``NoClientsError`` when a round stays short of training replies."""
     config, record = steps.config, state_to_record(arrays)
+    if first_round > 1 and fuses_evaluation(config, first_round - 1):
+        steps.resume_deferred(first_round - 1)  # the checkpoint's round was not evaluated yet
     for server_round in range(first_round, num_rounds + 1):
         steps.stopped = steps.stop_reason(server_round)
         if steps.stopped:
             log.warning("fedticket: %s", steps.stopped)
+            if steps.pending is not None:  # the deferred evaluation, by evaluate messages
+                evaluate(steps, grid, steps.pending.server_round, record)
             if config.checkpoint_every and server_round > first_round:
                 steps.save_checkpoint(server_round - 1, record_to_state(record, steps.template))
             break
@@ -90,12 +101,31 @@ def run_rounds(
             )
         if new is not None:
             record = new
-        outbox = steps.configure_evaluate(server_round, record, ConfigRecord(), grid)
-        steps.aggregate_evaluate(server_round, steps.exchange.deliver(grid, outbox))
+        if fuses_evaluation(config, server_round):
+            steps.defer_evaluation(server_round)  # the next round's train messages evaluate it
+        else:
+            evaluate(steps, grid, server_round, record)
         every = config.checkpoint_every
         if every and (server_round % every == 0 or server_round == num_rounds):
             steps.save_checkpoint(server_round, record_to_state(record, steps.template))
     return record_to_state(record, steps.template)
+
+
+def evaluate(steps: RoundSteps, grid: Grid, server_round: int, record: ArrayRecord) -> None:
+    """``server_round``'s evaluate messages and its row."""
+    outbox = steps.configure_evaluate(server_round, record, ConfigRecord(), grid)
+    steps.aggregate_evaluate(server_round, steps.exchange.deliver(grid, outbox))
+
+
+def fuses_evaluation(config: RunConfig, server_round: int) -> bool:
+    """``evaluate-with-train``: the round's client evaluation goes with the next round's train
+    messages (``strategies.fused_evaluation``); never the last round's, which has no next."""
+    return (
+        config.evaluate_with_train
+        and config.fraction_evaluate > 0
+        and server_round < config.num_rounds
+        and is_evaluation_round(config, server_round)
+    )
 
 
 def is_evaluation_round(config: RunConfig, server_round: int) -> bool:

@@ -27,7 +27,7 @@ def _broadcast_counted_once(run_dir) -> pd.DataFrame:
     comm = pd.read_parquet(run_dir / "comm.parquet")
     train_down = comm[(comm["kind"] == "train") & (comm["direction"] == "down")]
     broadcast = train_down[train_down["channel"] == "broadcast"]
-    assert broadcast["round"].tolist() == [1, 2]
+    assert broadcast["round"].tolist() == sorted(set(comm.loc[comm["round"] > 0, "round"]))
     assert (train_down.loc[train_down["channel"] == "unicast", "payload_bytes"] == 0).all()
     return comm
 
@@ -43,7 +43,9 @@ def test_flwr_run_simulation(tmp_path) -> None:
 
 def test_loopback_deployment_with_a_slow_node_past_the_deadline(tmp_path) -> None:
     # 200-odd images x 1 epoch / 1000 per s: about 0.2 s; the slow node's 50 x is about 10 s
+    # one round (each deployed message costs seconds): the deadline's effect is per round
     run_config = RUN | {
+        "num-rounds": 1,
         "output-root": str(tmp_path / "runs"),
         "cell-deadline": 5.0,
         "cell-slow-share": 0.0,
@@ -55,6 +57,6 @@ def test_loopback_deployment_with_a_slow_node_past_the_deadline(tmp_path) -> Non
     assert result.returncode == 0 and result.run_dir is not None, result.output[-3000:]
     _broadcast_counted_once(result.run_dir)
     rounds = pd.read_parquet(result.run_dir / "rounds.parquet")
-    assert rounds["late"].tolist() == [1.0, 1.0] and rounds["waited_for"].tolist() == [2.0, 2.0]
+    assert rounds["late"].tolist() == [1.0] and rounds["waited_for"].tolist() == [2.0]
     assert (rounds["model_round_seconds"] == 5.0).all()
     assert (rounds["model_round_seconds_no_deadline"] > 5.0).all()

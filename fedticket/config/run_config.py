@@ -176,6 +176,9 @@ class RunConfig:
     evaluate_every: int = setting(
         1, "evaluate every k rounds (and after the last)", low=1, high=MAX_ROUNDS
     )
+    evaluate_with_train: bool = setting(
+        False, "evaluate round r in round r+1's train messages: one message a round"
+    )
     sparse_layers: str = setting(
         "all",
         "which conv/linear weights masks cover: all, all but the first and last, or convs only",
@@ -229,10 +232,7 @@ class RunConfig:
         False, "deterministic CUDA kernels (cuDNN, cuBLAS): bit-identical GPU reruns, slower"
     )
     checkpoint_every: int = setting(
-        1,
-        "write a resumable server checkpoint every k rounds (0 = never)",
-        low=0,
-        high=MAX_ROUNDS,
+        1, "write a resumable server checkpoint every k rounds (0 = never)", low=0, high=MAX_ROUNDS
     )
     resume: bool = setting(
         True, "continue from the run directory's checkpoint; false starts fresh in a new one"

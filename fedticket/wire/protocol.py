@@ -25,6 +25,8 @@ ARRAYS = "arrays"
 PAYLOAD = "payload"
 METRICS = "metrics"
 NODE = "node"
+#: a train reply's metrics of the earlier round's evaluation it was asked for (evaluate-round)
+EVALUATION = "evaluation"
 
 # the node description a handshake reply carries
 DEVICE_CLASS = "device-class"
@@ -55,13 +57,16 @@ class Instructions:
     ``state_key`` is set when clients keep their state on disk (``client-state``), together
     with ``checkpoint_round``, the last round the server's checkpoint holds (older snapshots
     may go); ``stage`` names an algorithm's extra stage ("" for a plain round), e.g. FLASH's
-    stage-1 ``"sensitivity"`` round."""
+    stage-1 ``"sensitivity"`` round. ``evaluate_round`` (train messages under
+    ``evaluate-with-train``) asks the client to run that earlier round's evaluation on the
+    received model first and reply with it in the ``EVALUATION`` record."""
 
     server_round: int
     algorithm: str
     state_key: str | None = None
     checkpoint_round: int | None = None
     stage: str = ""
+    evaluate_round: int | None = None
 
     def to_dict(self) -> dict[str, int | str]:
         header: dict[str, int | str] = {
@@ -75,6 +80,8 @@ class Instructions:
             header["checkpoint-round"] = (
                 self.checkpoint_round if self.checkpoint_round is not None else 0
             )
+        if self.evaluate_round is not None:
+            header["evaluate-round"] = self.evaluate_round
         return header
 
     @classmethod
@@ -92,10 +99,23 @@ class Instructions:
         ):
             raise ProtocolError(f"server sent state-key {state_key!r}; expected 16 hex digits")
         checkpoint_round = _whole(raw, "checkpoint-round")
-        return cls(server_round, algorithm, state_key, checkpoint_round, stage)
+        evaluate_round = _whole(raw, "evaluate-round")
+        if evaluate_round is not None and not 1 <= evaluate_round < server_round:
+            raise ProtocolError(
+                f"message header 'evaluate-round'={evaluate_round} is not an earlier round "
+                f"than server-round={server_round}"
+            )
+        return cls(server_round, algorithm, state_key, checkpoint_round, stage, evaluate_round)
 
 
-_FIELDS = ("server-round", "algorithm", "stage", "state-key", "checkpoint-round")
+_FIELDS = (
+    "server-round",
+    "algorithm",
+    "stage",
+    "state-key",
+    "checkpoint-round",
+    "evaluate-round",
+)
 
 
 def _whole(raw: Mapping[str, Any], key: str, required: bool = False) -> int | None:
