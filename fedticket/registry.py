@@ -81,5 +81,7 @@ class Registry(Mapping[str, T]):
 DATASETS: Registry[Any] = Registry("dataset", ("fedticket.learn.data.datasets",))
 PARTITIONERS: Registry[Any] = Registry("partitioner", ("fedticket.learn.data.partitions",))
 MODELS: Registry[Any] = Registry("model", ("fedticket.learn.models",))
-#: run-config sections beyond the shared keys: each algorithm's hyper-parameters
-SECTIONS: Registry[Any] = Registry("run-config section", ("fedticket.algorithms",))
+#: run-config sections beyond the shared keys: each algorithm's hyper-parameters, and tracking
+SECTIONS: Registry[Any] = Registry(
+    "run-config section", ("fedticket.algorithms", "fedticket.store.tracking")
+)

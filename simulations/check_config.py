@@ -48,7 +48,9 @@ def read_preset(path: str) -> dict[str, Any]:
         raise ConfigError(f"preset {path!r}: {' '.join(str(exc).split())}") from None
 
 
-def _check(preset: str | None, run_config: list[str]) -> RunConfig:
+def given_run_config(preset: str | None, run_config: list[str]) -> dict[str, Any]:
+    """The keys a preset file and ``--run-config`` texts give, read as ``flwr run`` reads them
+    (later texts win); what Flower would silently ignore is printed as a warning."""
     for text in run_config:
         for ignored in ignored_run_config_text(text):
             print(
@@ -57,16 +59,21 @@ def _check(preset: str | None, run_config: list[str]) -> RunConfig:
                 file=sys.stderr,
             )
     raw = read_preset(preset) if preset else {}
-    raw |= parse_run_config_args(run_config)
-    config = RunConfig.from_run_config(raw, algorithms=_algorithms())
+    return raw | parse_run_config_args(run_config)
+
+
+def check_run_config(raw: dict[str, Any]) -> RunConfig:
+    """``raw`` resolved and checked as the ServerApp would, the algorithm's own checks
+    included; ``ConfigError`` names the first bad key."""
     from strategies import STRATEGIES
 
+    config = RunConfig.from_run_config(raw, algorithms=_algorithms())
     STRATEGIES[config.algorithm].check_config(config)
     return config
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Validate a fedticket run config.")
+def main(argv: list[str] | None = None, prog: str | None = None) -> int:
+    parser = argparse.ArgumentParser(prog=prog, description="Validate a fedticket run config.")
     parser.add_argument(
         "preset", nargs="?", help="a TOML file of run-config keys (as for --run-config FILE)"
     )
@@ -85,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{key:24} {default!r:18} {help_text}")
         return 0
     try:
-        config = _check(args.preset, args.run_config)
+        config = check_run_config(given_run_config(args.preset, args.run_config))
     except ConfigError as exc:
         print(f"invalid: {exc}", file=sys.stderr)
         return 2

@@ -198,8 +198,8 @@ def seeds_summary(table: pd.DataFrame) -> pd.DataFrame:
     return shown.rename(columns={"group": "run"})
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def main(argv: list[str] | None = None, prog: str | None = None) -> int:
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0])
     parser.add_argument("--preset", required=True, help="name in presets/compare/ or a path")
     parser.add_argument("--output-root", default="", help="where runs go (default as for runs)")
     parser.add_argument("--out", type=Path, default=None, help="comparison folder")

@@ -27,6 +27,7 @@ from fedticket.store.checkpoints import CheckpointError, load_checkpoint
 from fedticket.store.environment import describe_environment
 from fedticket.store.results import RunDirectory, resolve_output_root
 from fedticket.store.tickets import TicketError
+from fedticket.store.tracking import TrackingSettings, tracker_for
 from strategies import STRATEGIES
 from strategies.base import NoClientsError, SparseStrategy
 from strategies.reporting import human_bytes
@@ -101,13 +102,17 @@ def run_federation(
         )
     else:
         initial = strategy.prepare(grid, initial)
+    strategy.tracker = tracker_for(TrackingSettings.of(config), run_dir.path)
     run_dir.write_config(config.to_dict(), describe_environment())
+    run_dir.mark_latest()
     run_dir.write_status("running", len(strategy.round_rows))
     try:
         strategy.run_rounds(grid, initial, first_round, config.num_rounds)
     except BaseException as exc:  # a kill (KeyboardInterrupt, SystemExit) is a failure too
         run_dir.write_status("failed", len(strategy.round_rows), failure_reason(exc))
         raise
+    finally:
+        strategy.tracker.close()
     strategy.write_results()
     run_dir.write_status("completed", len(strategy.round_rows), strategy.stopped)
     return strategy

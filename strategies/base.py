@@ -28,6 +28,7 @@ from fedticket.config import ConfigError, RunConfig
 from fedticket.learn.global_evaluator import GlobalEvaluator
 from fedticket.sparse.masks import Masks
 from fedticket.store.results import RunDirectory
+from fedticket.store.tracking import NoTracking, Tracker
 from fedticket.wire.ledger import CommLedger
 from fedticket.wire.protocol import NUM_EXAMPLES, Instructions
 from fedticket.wire.records import record_to_state, state_to_record
@@ -112,6 +113,7 @@ class SparseStrategy(EvaluationSteps, Strategy):
         self._round_started = 0.0
         #: the round whose client evaluation the next train messages carry (evaluate-with-train)
         self.pending: PendingRound | None = None
+        self.tracker: Tracker = NoTracking()  # gets each round's row (``tracking``)
         self._run_started = time.perf_counter()
         self.checkpoint_round = 0  # the last round a checkpoint holds
         self.stopped = ""  # why the run ended before num-rounds ("": it did not)

@@ -21,6 +21,7 @@ from fedticket.config import RunConfig
 from fedticket.learn.eval_protocols import PROTOCOLS, running_best
 from fedticket.learn.global_evaluator import GlobalEvaluator
 from fedticket.learn.train import EvalStats
+from fedticket.store.tracking import Tracker
 from fedticket.wire.records import record_to_state
 from strategies import rounds
 from strategies.exchange import Exchange, Outbox, Outcome
@@ -44,6 +45,7 @@ class EvaluationSteps:
     reference_best: dict[int, float]
     global_evaluator: GlobalEvaluator | None
     pending: PendingRound | None
+    tracker: Tracker
     _global: dict[str, np.ndarray]
     _round_started: float
     _run_started: float
@@ -131,6 +133,7 @@ class EvaluationSteps:
         )
         self.round_rows.append(summary)
         self.write_results()
+        self.tracker.log_round(summary)
         log_progress(summary, self.config.num_rounds)
         headline = [f"{p}_accuracy" for p in PROTOCOLS]
         return MetricRecord(

@@ -111,6 +111,11 @@ class FedLTP(ServerMaskedFedAvg):
             raise DataError(
                 f"Fed-LTP's server trains its ticket on public data it reads itself: {exc}"
             ) from exc
+        log.info(
+            "Fed-LTP: the server searches %d ticket candidates on %d public images before round 1",
+            settings.fedltp_tickets,
+            len(y),
+        )
         ticket = search_ticket(
             config,
             x,

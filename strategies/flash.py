@@ -95,6 +95,12 @@ class Flash(SparseStrategy):
         shapes = {name: self.template[name].shape for name in self.prunable}
         start = random_masks(shapes, dict.fromkeys(shapes, self.flash.density), rng)
         chosen = self.sample(self.flash.init_fraction, 1)
+        log.info(  # the stage prints nothing else until every reply is in
+            "FLASH stage 1: measuring layer sensitivity on %d of the clients, %d local epochs "
+            "each (round lines start when they are done)",
+            len(chosen),
+            self.flash.init_epochs,
+        )
         replies = self.send_stage(
             grid, [(node, initial, start) for node in chosen], SENSITIVITY_STAGE
         )

@@ -59,6 +59,11 @@ class Itahara(ServerMaskedFedAvg):
             )
             log.info("Itahara: ticket from %s (%s)", settings.itahara_ticket_from, record)
         else:
+            log.info(
+                "Itahara: the server makes its ticket (%s, %d epochs) before round 1",
+                settings.itahara_ticket,
+                settings.itahara_epochs,
+            )
             unlabeled = None
             if settings.itahara_ticket == "dae":
                 try:

@@ -145,7 +145,7 @@ def test_a_crash_before_the_carrying_round_still_evaluates_the_checkpointed_roun
     crashing.before[(3, 1, "train")] = crash  # round 2 is checkpointed, not yet evaluated
     with pytest.raises(Crash):
         _run(config, crashing)
-    run_dir = next((tmp_path / "b" / "fedltn").iterdir())
+    run_dir = (tmp_path / "b" / "fedltn" / "latest").resolve()
     assert pd.read_parquet(run_dir / "rounds.parquet")["round"].tolist() == [1]
     resumed, _ = _run(config)  # a new grid: clients continue from their disk snapshots
     pd.testing.assert_frame_equal(

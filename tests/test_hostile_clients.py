@@ -285,6 +285,6 @@ def test_a_client_that_diverges_every_round_stops_the_run_with_its_reason(tmp_pa
     faults = {(1, pid, "train"): nan_loss for pid in range(3)}
     with pytest.raises(NoClientsError, match="fewer than min-train-replies"):
         _run(tmp_path, faults)
-    run_dir = next((tmp_path / "fedavg").iterdir())
+    run_dir = (tmp_path / "fedavg" / "latest").resolve()
     status = (run_dir / "status.json").read_text()
     assert '"failed"' in status and "min-train-replies" in status

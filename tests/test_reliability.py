@@ -89,7 +89,7 @@ def test_a_crashed_run_resumes_from_its_checkpoint_and_ends_identical(tmp_path, 
     crashing.before[(3, 1, "train")] = crash  # mid-round 3, after a client of round 3 trained
     with pytest.raises(Crash):
         _run(config, crashing)
-    run_dir = next((tmp_path / "b" / config["algorithm"]).iterdir())
+    run_dir = (tmp_path / "b" / config["algorithm"] / "latest").resolve()
     assert np.load(run_dir / "checkpoint.npz")["__meta__"] is not None
     assert pd.read_parquet(run_dir / "rounds.parquet")["round"].tolist() == [1, 2]
     resumed = _run(config)  # a new grid: every client lost its memory, as after a restart
@@ -197,7 +197,7 @@ def test_too_few_replies_retry_the_round_then_stop_keeping_finished_rounds(tmp_p
     grid.faults = LostEveryTryOfRoundTwo()
     with pytest.raises(NoClientsError, match=r"round 2: fewer than min-train-replies=3 .* 2 tries"):
         _run(stuck, grid)
-    run_dir = next((tmp_path / "stuck" / "fedavg").iterdir())
+    run_dir = (tmp_path / "stuck" / "fedavg" / "latest").resolve()
     assert pd.read_parquet(run_dir / "rounds.parquet")["round"].tolist() == [1]
 
 

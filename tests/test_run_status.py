@@ -48,19 +48,7 @@ def test_a_run_stopped_mid_way_is_marked_failed_with_its_reason(tmp_path) -> Non
     grid.before[(2, 0, "train")] = power_cut
     with pytest.raises(KeyboardInterrupt):
         run_federation(grid, RunConfig.from_run_config(config))
-    run_dir = next((tmp_path / "lotteryfl").iterdir())
+    run_dir = (tmp_path / "lotteryfl" / "latest").resolve()
     status = json.loads((run_dir / "status.json").read_text())
     assert status["status"] == "failed" and status["rounds"] == 1
     assert status["reason"].startswith("KeyboardInterrupt")
-
-
-@pytest.mark.slow
-def test_flwr_run_with_a_bad_value_exits_non_zero(tmp_path) -> None:
-    """Through the real ``flwr run``: the ServerApp refuses ``lr=nan`` and the launcher's
-    exit code says so."""
-    result = launcher.launch(
-        {"lr": float("nan"), "output-root": str(tmp_path)}, num_supernodes=2, timeout=600
-    )
-    assert result.returncode != 0 and "'lr': must be a finite number" in result.failure, (
-        result.output[-2000:]
-    )

@@ -104,8 +104,8 @@ def summary(run: Mapping[str, Any], path: Path) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Summarise a fedticket run directory.")
+def main(argv: list[str] | None = None, prog: str | None = None) -> int:
+    parser = argparse.ArgumentParser(prog=prog, description="Summarise a fedticket run directory.")
     parser.add_argument("run_dir", type=Path)
     args = parser.parse_args(argv)
     path = args.run_dir.expanduser().resolve()

@@ -48,9 +48,8 @@ from fedticket.registry import DATASETS, MODELS, PARTITIONERS
 
 # Keys that change where results go or how a run is kept, not what it computes: left out of
 # the config hash (so resume=false or a checkpoint interval names the same experiment).
-NON_SEMANTIC_KEYS = frozenset(
-    {"output-root", "resume", "checkpoint-every", "client-state", "client-state-threshold"}
-)
+_WHERE_AND_HOW_KEPT = ("output-root", "resume", "checkpoint-every", "tracking")
+NON_SEMANTIC_KEYS = frozenset((*_WHERE_AND_HOW_KEPT, "client-state", "client-state-threshold"))
 #: a torch device the config takes (then checked against what torch itself accepts)
 DEVICE_SPEC = re.compile(r"auto|cpu|cuda(:\d+)?")
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import secrets
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -29,6 +30,8 @@ STATUS_FILE = "status.json"
 RUN_STATUSES = ("running", "completed", "failed")
 ENV_OUTPUT_ROOT = "FEDTICKET_OUTPUT_ROOT"
 ENVIRONMENT_KEY = "environment"  # config.json's record of the machine and packages
+#: ``<output-root>/<algorithm>/latest``: a link to that algorithm's most recently started run
+LATEST = "latest"
 
 
 def resolve_output_root(configured: str) -> Path:
@@ -79,6 +82,20 @@ class RunDirectory:
         record = dict(config) | ({ENVIRONMENT_KEY: dict(environment)} if environment else {})
         text = json.dumps(record, indent=2, sort_keys=True) + "\n"
         atomic_write_bytes(self.path / "config.json", text.encode())
+
+    def mark_latest(self) -> bool:
+        """Point ``<output-root>/<algorithm>/latest`` at this run: a relative symlink,
+        replaced atomically, so a reader sees the old run or the new one, never neither.
+        False where the file system takes no symlinks (the results are where they were)."""
+        link = self.path.parent / LATEST
+        tmp = self.path.parent / f".{LATEST}.{secrets.token_hex(6)}"
+        try:
+            os.symlink(self.path.name, tmp)
+            os.replace(tmp, link)
+        except OSError:
+            Path(tmp).unlink(missing_ok=True)
+            return False
+        return True
 
     def write_status(self, status: str, rounds: int, reason: str = "") -> None:
         """``status.json``: ``running``, ``completed`` or ``failed`` (with the reason)."""

@@ -12,10 +12,11 @@ from fedticket.config import parse_run_config_string
 from simulations.edge.federation import LoopbackFederation
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     parser = argparse.ArgumentParser(
+        prog=prog,
         description="Run fedticket on a SuperLink and N SuperNodes on this machine (gRPC, TLS, "
-        "SuperNode authentication)."
+        "SuperNode authentication).",
     )
     parser.add_argument("--nodes", type=int, default=3, help="number of SuperNodes")
     parser.add_argument("--run-config", default="", help="'key=value ...' as for flwr run")
