@@ -1,4 +1,4 @@
-"""The ``fedticket`` command: run, check, compare, report, edge.
+"""The ``fedticket`` command: run, check, compare, report, runs, edge.
 
 Built on Typer (which Flower's own ``flwr`` command uses, so it costs no new dependency).
 ``fedticket run`` is the isolated way to run the app: its own SuperLink on free ports and its
@@ -94,6 +94,14 @@ def report(ctx: typer.Context) -> None:
     from fedticket.analysis.report import main
 
     raise typer.Exit(main(ctx.args, prog="fedticket report"))
+
+
+@app.command(short_help="List the runs under an output root, newest first.", **FORWARDED)
+def runs(ctx: typer.Context) -> None:
+    """Every run directory: algorithm, hash, status, rounds, accuracy, what it changes."""
+    from fedticket.analysis.runs_index import main
+
+    raise typer.Exit(main(ctx.args, prog="fedticket runs"))
 
 
 @app.command(short_help="Run on a loopback SuperLink and SuperNodes (gRPC, TLS).", **FORWARDED)

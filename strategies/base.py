@@ -81,6 +81,12 @@ class SparseStrategy(EvaluationSteps, Strategy):
     #: ``evaluate-with-train`` is refused (``strategies.fused_evaluation``)
     fuses_evaluation: ClassVar[bool] = True
 
+    @property
+    def uses_budgets(self) -> bool:
+        """Whether nodes' density budgets (``density-level``) shape this run (hetero-FLASH);
+        elsewhere the tables leave the level NaN rather than a budget nobody applied."""
+        return False
+
     @classmethod
     def check_config(cls, config: RunConfig) -> None:
         """``ConfigError`` for settings this algorithm cannot run with (before any file)."""
@@ -107,7 +113,7 @@ class SparseStrategy(EvaluationSteps, Strategy):
         self.exchange = Exchange(
             config, self.template, self.tables, self.instructions, metrics, self.broadcast
         )
-        self.roster = NodeRoster(config, self.exchange, self.tables)
+        self.roster = NodeRoster(config, self.exchange, self.tables, self.uses_budgets)
         self.masks: dict[int, Masks] = {}  # partition id -> the mask the client trains under
         self._global: dict[str, np.ndarray] = {}
         self._round_started = 0.0

@@ -78,6 +78,10 @@ class Flash(SparseStrategy):
         """FLASH's hyper-parameters (``fedticket.algorithms.flash``)."""
         return FlashSettings.of(self.config)
 
+    @property
+    def uses_budgets(self) -> bool:
+        return self.flash.flash_mode == "hetero"
+
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.consensus: Masks = {}

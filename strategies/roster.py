@@ -10,6 +10,7 @@ id with a seeded RNG (node ids are random per run), so that runs repeat.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections import Counter
 
@@ -41,8 +42,11 @@ class NodeRoster:
     the sampling RNG (``rng``, checkpointed). Handshakes go through ``exchange`` (which forgets
     a replaced node's mask); a rejected node gets a ``query`` failure row in ``tables``."""
 
-    def __init__(self, config: RunConfig, exchange: Exchange, tables: RunTables) -> None:
+    def __init__(
+        self, config: RunConfig, exchange: Exchange, tables: RunTables, budgets: bool = False
+    ) -> None:
         self.config = config
+        self.budgets = budgets  # False: a node's density level is NaN (no budget applies)
         self.exchange = exchange
         self.tables = tables
         self.nodes: dict[int, NodeInfo] = {}
@@ -151,7 +155,7 @@ class NodeRoster:
             float(m.get("link-up-mbps", 0.0)),
             float(m.get("link-down-mbps", 0.0)),
             float(m.get("link-latency-ms", 0.0)),
-            float(m.get("density-level", 1.0)),
+            float(m.get("density-level", 1.0)) if self.budgets else math.nan,
             described.get(DEVICE_CLASS, ""),
             int(m[NUM_PARTITIONS]),
             float(m.get("compute-slowdown", 0.0)),

@@ -13,7 +13,7 @@ import pytest
 from simulations import cli
 from simulations.launcher import LaunchResult
 
-COMMANDS = ("run", "check", "compare", "report", "edge")
+COMMANDS = ("run", "check", "compare", "report", "runs", "edge")
 
 
 def test_the_installed_command_lists_its_subcommands() -> None:
