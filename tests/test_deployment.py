@@ -13,6 +13,7 @@ from fedticket.config import RunConfig
 from fedticket.store.results import read_table, resolve_output_root
 from simulations.edge.certs import make_node_key
 from simulations.edge.federation import EdgeNode, LoopbackFederation
+from simulations.edge.flower_fleet import fleet_started_line
 from simulations.processes import free_port, stop_group
 
 pytestmark = pytest.mark.slow
@@ -77,7 +78,7 @@ def test_tls_authenticated_federation_refuses_strangers_and_survives_a_lost_node
         killer.join(timeout=5)
         relay_up, relay_down = federation.relay.up, federation.relay.down
     assert result.returncode == 0 and result.run_dir == run_dir, result.output[-3000:]
-    assert "Starting Fleet API (gRPC-rere)" in (tmp_path / "edge" / "superlink.log").read_text()
+    assert fleet_started_line() in (tmp_path / "edge" / "superlink.log").read_text()
     rounds = pd.read_parquet(run_dir / "rounds.parquet")
     clients = pd.read_parquet(run_dir / "clients.parquet")
     comm = pd.read_parquet(run_dir / "comm.parquet")

@@ -1,4 +1,5 @@
-"""A real federation on this machine: one SuperLink and N SuperNodes talking gRPC on loopback.
+"""A real federation on this machine: one SuperLink and N SuperNodes on loopback (the Fleet API
+is gRPC on Flower 1.39, HTTP on 1.40+: ``simulations.edge.flower_fleet``).
 
 Secure by default, as a deployment should be: a CA and a SuperLink certificate are made for the
 run, the SuperLink requires SuperNode authentication, and each SuperNode gets its own EC key pair,
@@ -26,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from simulations.edge.certs import ServerCertificates, make_node_key, make_server_certificates
+from simulations.edge.flower_fleet import fleet_over_http, superlink_fleet_args
 from simulations.edge.relay import ByteRelay
 from simulations.launcher import PROJECT_DIR, LaunchResult, run_config_string, toml_value
 from simulations.processes import (
@@ -84,7 +86,8 @@ class LoopbackFederation:
         self.secure = secure
         self.use_relay = relay
         self.control_port = free_port()
-        self.fleet_port = free_port()
+        # Flower 1.40+ serves the Fleet API on the same HTTP port (simulations.edge.flower_fleet)
+        self.fleet_port = self.control_port if fleet_over_http() else free_port()
         self.env = self._environment()
         self.certs: ServerCertificates | None = None
         self.superlink: subprocess.Popen | None = None
@@ -170,7 +173,7 @@ class LoopbackFederation:
         cmd += [
             "--host", "127.0.0.1",
             "--port", str(self.control_port),
-            "--fleet-api-address", f"127.0.0.1:{self.fleet_port}",
+            *superlink_fleet_args(self.fleet_port),
             "--database", str(self.workdir / "superlink.db"),
         ]  # fmt: skip
         self.superlink = self._spawn(
