@@ -50,6 +50,11 @@ class FederatedClient:
     #: True: BatchNorm tensors are personal client state, never sent (FedLTN's local BN). The
     #: algorithm's strategy must say the same (``SparseStrategy.local_batchnorm``).
     local_batchnorm: ClassVar[bool] = False
+    #: False: the client refuses a train message that asks it to evaluate first (the
+    #: ``evaluate-round`` header): its evaluation is of another model than it trains (Fed-LTP,
+    #: where it would also be a privacy release nobody accounts for; CELL). Must match the
+    #: strategy's ``SparseStrategy.fuses_evaluation``.
+    fuses_evaluation: ClassVar[bool] = True
 
     def __init__(
         self,

@@ -32,6 +32,8 @@ from fedticket.sparse.masks import apply_masks, prune_smallest
 
 @register_client("cell")
 class CellClient(LotteryFLClient):
+    fuses_evaluation = False  # see FederatedClient.fuses_evaluation
+
     @property
     def cell(self) -> CellSettings:
         """CELL's hyper-parameters (``fedticket.algorithms.cell``)."""

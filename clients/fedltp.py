@@ -36,6 +36,8 @@ TRAIN_NOISE, VALIDATION_NOISE = 0xD9, 0x1A9
 
 @register_client("fedltp")
 class FedLTPClient(FederatedClient):
+    fuses_evaluation = False  # see FederatedClient.fuses_evaluation
+
     @property
     def fedltp(self) -> FedLTPSettings:
         """Fed-LTP's hyper-parameters (``fedticket.algorithms.fedltp``)."""

@@ -51,6 +51,7 @@ from fedticket.wire.protocol import (
     PAYLOAD,
     TORCH_DEVICE,
     Instructions,
+    ProtocolError,
 )
 from fedticket.wire.records import Payload, decode_payload, encode_payload, needs_held_mask
 
@@ -133,6 +134,11 @@ def serve_round(
         )
     state = ClientState(context.state, pid)
     client_cls = CLIENTS[config.algorithm]
+    if header.evaluate_round is not None and not client_cls.fuses_evaluation:
+        raise ProtocolError(
+            f"a {config.algorithm} client does not evaluate inside train messages (the header "
+            f"asks for round {header.evaluate_round}'s evaluation): it evaluates another model"
+        )
     full = state_arrays(model)
     local_names = batchnorm_names(model) if client_cls.local_batchnorm else []
     payload_header = message.content[PAYLOAD]

@@ -174,3 +174,41 @@ def test_the_header_names_only_an_earlier_round_to_evaluate() -> None:
     for bad in (5, 6, 0, -1, "4", True):
         with pytest.raises(ProtocolError, match="evaluate-round"):
             Instructions.parse(header.to_dict() | {"evaluate-round": bad})
+
+
+def test_a_client_that_cannot_fuse_refuses_a_header_asking_it_to(tmp_path) -> None:
+    # a server that skipped its own check: CELL's client answers with an error, not a score
+    config = _config(tmp_path, algorithm="cell", model="mnist-cnn", **{"cell-threshold": 0.12})
+    grid = LoopbackGrid(3, config)
+    deliver = grid.send_and_receive
+
+    def asking(messages, *, timeout=None):
+        messages = list(messages)
+        for message in messages:
+            header = message.content["config"]
+            to_first = message.metadata.dst_node_id == min(grid.contexts)
+            if (
+                message.metadata.message_type == "train"
+                and header["server-round"] == 2
+                and to_first
+            ):
+                header["evaluate-round"] = 1
+        return deliver(messages, timeout=timeout)
+
+    grid.send_and_receive = asking
+    strategy, _ = _run(config, grid)
+    failed = [r for r in strategy.client_rows if r["status"] != "ok"]
+    assert [(r["round"], r["phase"], r["partition_id"], r["status"]) for r in failed] == [
+        (2, "train", 0, "error")
+    ]
+    assert "does not evaluate inside train messages" in failed[0]["reason"]
+
+
+def test_each_algorithms_server_and_client_agree_on_fusing() -> None:
+    from clients import CLIENTS
+
+    names = sorted(set(STRATEGIES) & set(CLIENTS))
+    assert {n: STRATEGIES[n].fuses_evaluation for n in names} == {
+        n: CLIENTS[n].fuses_evaluation for n in names
+    }
+    assert {n for n in names if not CLIENTS[n].fuses_evaluation} == {"cell", "fedltp"}
