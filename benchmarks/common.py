@@ -11,8 +11,8 @@ import pandas as pd
 
 from fedticket.analysis.summaries import LAST_K, mean_std, over_seeds, run_summary, seeds_table
 from fedticket.learn.eval_protocols import PROTOCOLS
+from fedticket.simulations.launcher import PROJECT_DIR, LaunchResult, launch
 from fedticket.store.results import markdown_table
-from simulations.launcher import PROJECT_DIR, LaunchResult, launch
 
 RESULTS = Path(__file__).resolve().parent / "results"
 PRESETS = PROJECT_DIR / "simulations" / "presets"

@@ -32,8 +32,8 @@ import torch
 from benchmarks.common import RESULTS, write_table
 from fedticket.config import RunConfig, parse_run_config_string
 from fedticket.learn.torch_device import DeviceError, resolve_device
-from simulations.launcher import launch
-from strategies.reporting import WALL_CLOCK_COLUMNS
+from fedticket.simulations.launcher import launch
+from fedticket.strategies.reporting import WALL_CLOCK_COLUMNS
 
 WORKLOADS = {
     "lotteryfl/mnist-cnn": {"algorithm": "lotteryfl", "model": "mnist-cnn", "acc-threshold": -1.0},
@@ -118,7 +118,7 @@ def in_process(config: dict, clients: int) -> tuple[Path, int]:
     """The real strategy and client code through the tests' in-process grid (no Ray)."""
     from flwr.supercore.task_identity import TaskIdentity
 
-    from simulations.server_app import ALGORITHMS, run_federation
+    from fedticket.simulations.server_app import ALGORITHMS, run_federation
     from tests.loopback import LoopbackGrid
 
     TaskIdentity.run_id = TaskIdentity.node_id = TaskIdentity.task_id = 1  # as a ServerApp's

@@ -24,8 +24,8 @@ from pathlib import Path
 import pandas as pd
 
 from benchmarks.common import RESULTS, write_table
-from simulations.edge.federation import LoopbackFederation
-from simulations.launcher import LaunchResult, launch
+from fedticket.simulations.edge.federation import LoopbackFederation
+from fedticket.simulations.launcher import LaunchResult, launch
 
 
 def summarise(mode: str, result: LaunchResult, wire: tuple[float, float] | None) -> dict:

@@ -22,8 +22,8 @@ from benchmarks.identity_digest import arrays_digest, frame_digest
 
 # What the refactor may move: keep these four imports in one place.
 from fedticket.config import RunConfig
-from simulations.server_app import run_federation
-from strategies.reporting import WALL_CLOCK_COLUMNS
+from fedticket.simulations.server_app import run_federation
+from fedticket.strategies.reporting import WALL_CLOCK_COLUMNS
 from tests.loopback import LoopbackGrid
 
 MODEL, SERVER_MASKS = "global_model", "server_masks"  # digested like tables, kept as .npz

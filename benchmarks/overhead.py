@@ -33,7 +33,7 @@ from fedticket.config import RunConfig
 from fedticket.learn.data import DATASETS, client_data
 from fedticket.learn.models import build_model
 from fedticket.learn.train import train
-from simulations.launcher import launch
+from fedticket.simulations.launcher import launch
 
 
 def plain_loop(config: RunConfig, clients: int, workers: int) -> float:

@@ -29,7 +29,7 @@ from pathlib import Path
 import pandas as pd
 
 from benchmarks.common import RESULTS, write_table
-from simulations.launcher import LaunchResult, launch, processes_of
+from fedticket.simulations.launcher import LaunchResult, launch, processes_of
 
 
 def rss_bytes(pid: int) -> int:

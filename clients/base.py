@@ -15,7 +15,7 @@ from typing import ClassVar
 import numpy as np
 from torch import nn
 
-from clients.state import ClientState, Masks
+from fedticket.clients.state import ClientState, Masks
 from fedticket.config import RunConfig
 from fedticket.learn.data import ClientData
 from fedticket.learn.eval_protocols import reference_sample, running_best
@@ -29,7 +29,7 @@ __all__ = ["CLIENTS", "ClientState", "FederatedClient", "Masks", "density", "reg
 
 log = logging.getLogger("flwr")
 #: algorithm name -> client class; importing ``clients`` registers every algorithm
-CLIENTS: Registry[type[FederatedClient]] = Registry("client algorithm", ("clients",))
+CLIENTS: Registry[type[FederatedClient]] = Registry("client algorithm", ("fedticket.clients",))
 
 
 def register_client(name: str) -> Callable[[type[FederatedClient]], type[FederatedClient]]:

@@ -23,9 +23,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from clients.base import Masks, density, register_client
-from clients.lotteryfl import LotteryFLClient, initial_weights
 from fedticket.algorithms.cell import CellSettings, next_pruned_share, removal_counts
+from fedticket.clients.base import Masks, density, register_client
+from fedticket.clients.lotteryfl import LotteryFLClient, initial_weights
 from fedticket.learn.models import load_state_arrays, state_arrays
 from fedticket.sparse.masks import apply_masks, prune_smallest
 

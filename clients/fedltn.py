@@ -31,9 +31,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from clients.base import Masks, register_client
-from clients.lotteryfl import LotteryFLClient
 from fedticket.algorithms.fedltn import FedLTNSettings, jumpstart_steps, post_prune_counts
+from fedticket.clients.base import Masks, register_client
+from fedticket.clients.lotteryfl import LotteryFLClient
 from fedticket.learn.models import load_state_arrays, state_arrays
 from fedticket.sparse.masks import apply_masks, kept_share, prune_smallest
 

@@ -24,8 +24,8 @@ import secrets
 
 import numpy as np
 
-from clients.base import FederatedClient, Masks, register_client
 from fedticket.algorithms.fedltp import FedLTPSettings, decayed_lr, sample_rate
+from fedticket.clients.base import FederatedClient, Masks, register_client
 from fedticket.learn.dp_train import train_private
 from fedticket.learn.models import load_state_arrays, state_arrays
 from fedticket.learn.train import evaluate as evaluate_model

@@ -20,8 +20,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from clients.base import FederatedClient, Masks, register_client
 from fedticket.algorithms.flash import SENSITIVITY_STAGE, FlashSettings
+from fedticket.clients.base import FederatedClient, Masks, register_client
 from fedticket.learn.models import load_state_arrays, state_arrays
 from fedticket.learn.train import train
 from fedticket.sparse.masks import Mask

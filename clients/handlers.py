@@ -18,8 +18,8 @@ import numpy as np
 import torch
 from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
 
-from clients.base import CLIENTS, FederatedClient, density
-from clients.node import (
+from fedticket.clients.base import CLIENTS, FederatedClient, density
+from fedticket.clients.node import (
     broadcast_domain_of,
     compute_slowdown_of,
     data_cache_of,
@@ -27,8 +27,8 @@ from clients.node import (
     partition_of,
     with_node_data_dir,
 )
-from clients.state import ClientState
-from clients.state_location import snapshots_for
+from fedticket.clients.state import ClientState
+from fedticket.clients.state_location import snapshots_for
 from fedticket.config import RunConfig
 from fedticket.learn.data import ClientData, client_data
 from fedticket.learn.data.cache import cached_client_data

@@ -7,8 +7,8 @@ which trains under the mask a message carries and replies with the kept entries 
 
 from __future__ import annotations
 
-from clients.base import register_client
-from clients.fedavg import FedAvgClient
+from fedticket.clients.base import register_client
+from fedticket.clients.fedavg import FedAvgClient
 
 
 @register_client("itahara")

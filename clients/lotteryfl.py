@@ -38,8 +38,8 @@ import functools
 
 import numpy as np
 
-from clients.base import FederatedClient, Masks, density, register_client
 from fedticket.algorithms.lotteryfl import LotteryFLSettings
+from fedticket.clients.base import FederatedClient, Masks, density, register_client
 from fedticket.learn.data import DATASETS
 from fedticket.learn.models import build_model, load_state_arrays, state_arrays
 from fedticket.learn.train import TrainStats, evaluate, train

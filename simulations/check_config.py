@@ -7,9 +7,9 @@ failure is one line, ``invalid: ...``, and exit status 2.
 
 Usage::
 
-    python -m simulations.check_config --run-config 'lr=0.1 algoritm="fedavg"'
-    python -m simulations.check_config simulations/presets/some-preset.toml
-    python -m simulations.check_config --list
+    python -m fedticket.simulations.check_config --run-config 'lr=0.1 algoritm="fedavg"'
+    python -m fedticket.simulations.check_config simulations/presets/some-preset.toml
+    python -m fedticket.simulations.check_config --list
 """
 
 from __future__ import annotations
@@ -29,8 +29,8 @@ from fedticket.config import (
 
 
 def _algorithms() -> list[str]:
-    from clients import CLIENTS
-    from strategies import STRATEGIES
+    from fedticket.clients import CLIENTS
+    from fedticket.strategies import STRATEGIES
 
     return sorted(set(STRATEGIES) & set(CLIENTS))
 
@@ -65,7 +65,7 @@ def given_run_config(preset: str | None, run_config: list[str]) -> dict[str, Any
 def check_run_config(raw: dict[str, Any]) -> RunConfig:
     """``raw`` resolved and checked as the ServerApp would, the algorithm's own checks
     included; ``ConfigError`` names the first bad key."""
-    from strategies import STRATEGIES
+    from fedticket.strategies import STRATEGIES
 
     config = RunConfig.from_run_config(raw, algorithms=_algorithms())
     STRATEGIES[config.algorithm].check_config(config)

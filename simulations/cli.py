@@ -10,7 +10,9 @@ one definition of its options (``fedticket check --help`` prints them).
 
 from __future__ import annotations
 
+import importlib
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
 
@@ -23,11 +25,6 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-#: a command whose options belong to the ``python -m`` module it forwards to
-FORWARDED = {
-    "context_settings": {"allow_extra_args": True, "ignore_unknown_options": True},
-    "add_help_option": False,
-}
 
 
 @app.command(short_help="Run a config on the simulation engine, isolated (own SuperLink).")
@@ -49,9 +46,9 @@ def run(
 
     PRESET is a TOML file of run-config keys; --run-config keys override it."""
     from fedticket.config import ConfigError
-    from simulations.check_config import check_run_config, given_run_config
-    from simulations.launcher import launch
-    from simulations.run_output import RunEcho
+    from fedticket.simulations.check_config import check_run_config, given_run_config
+    from fedticket.simulations.launcher import launch
+    from fedticket.simulations.run_output import RunEcho
 
     try:
         given = given_run_config(str(preset) if preset else None, run_config or [])
@@ -72,44 +69,61 @@ def run(
     raise typer.Exit(result.returncode)
 
 
-@app.command(short_help="Validate a run config; --list prints every key.", **FORWARDED)
-def check(ctx: typer.Context) -> None:
-    """Validate a run config (a preset file, --run-config) before running; --list: every key."""
-    from simulations.check_config import main
+@dataclass(frozen=True)
+class Forwarded:
+    """A command whose options belong to the ``python -m`` module it hands its arguments to:
+    that module's ``main(argv, prog)`` is the one definition of them."""
 
-    raise typer.Exit(main(ctx.args, prog="fedticket check"))
-
-
-@app.command(short_help="Run a comparison preset over its seeds: table and figures.", **FORWARDED)
-def compare(ctx: typer.Context) -> None:
-    """Run a comparison preset over its seeds (finished runs are reused); table and figures."""
-    from simulations.compare import main
-
-    raise typer.Exit(main(ctx.args, prog="fedticket compare"))
+    module: str
+    short_help: str
+    help: str
 
 
-@app.command(short_help="Summarise one run directory on one screen.", **FORWARDED)
-def report(ctx: typer.Context) -> None:
-    """One screen on a run directory: accuracy under every protocol, bytes, failures."""
-    from fedticket.analysis.report import main
+FORWARDED_COMMANDS = {
+    "check": Forwarded(
+        "fedticket.simulations.check_config",
+        "Validate a run config; --list prints every key.",
+        "Validate a run config (a preset file, --run-config) before running; --list: every key.",
+    ),
+    "compare": Forwarded(
+        "fedticket.simulations.compare",
+        "Run a comparison preset over its seeds: table and figures.",
+        "Run a comparison preset over its seeds (finished runs are reused); table and figures.",
+    ),
+    "report": Forwarded(
+        "fedticket.analysis.report",
+        "Summarise one run directory on one screen.",
+        "One screen on a run directory: accuracy under every protocol, bytes, failures.",
+    ),
+    "runs": Forwarded(
+        "fedticket.analysis.runs_index",
+        "List the runs under an output root, newest first.",
+        "Every run directory: algorithm, hash, status, rounds, accuracy, what it changes.",
+    ),
+    "edge": Forwarded(
+        "fedticket.simulations.edge.__main__",
+        "Run on a loopback SuperLink and SuperNodes (gRPC, TLS).",
+        "Run the app on a SuperLink and N SuperNodes on this machine (gRPC, TLS, node keys).",
+    ),
+}
 
-    raise typer.Exit(main(ctx.args, prog="fedticket report"))
+
+def _add_forwarded(name: str, command: Forwarded) -> None:
+    def forward(ctx: typer.Context) -> None:
+        main = importlib.import_module(command.module).main  # imported only when chosen
+        raise typer.Exit(main(ctx.args, prog=f"fedticket {name}"))
+
+    app.command(
+        name,
+        short_help=command.short_help,
+        help=command.help,
+        context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+        add_help_option=False,  # --help goes to the module, which prints its options
+    )(forward)
 
 
-@app.command(short_help="List the runs under an output root, newest first.", **FORWARDED)
-def runs(ctx: typer.Context) -> None:
-    """Every run directory: algorithm, hash, status, rounds, accuracy, what it changes."""
-    from fedticket.analysis.runs_index import main
-
-    raise typer.Exit(main(ctx.args, prog="fedticket runs"))
-
-
-@app.command(short_help="Run on a loopback SuperLink and SuperNodes (gRPC, TLS).", **FORWARDED)
-def edge(ctx: typer.Context) -> None:
-    """Run the app on a SuperLink and N SuperNodes on this machine (gRPC, TLS, node keys)."""
-    from simulations.edge.__main__ import main
-
-    raise typer.Exit(main(ctx.args, prog="fedticket edge"))
+for _name, _command in FORWARDED_COMMANDS.items():
+    _add_forwarded(_name, _command)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from flwr.app import Context, Message
 from flwr.clientapp import ClientApp
 
-from clients import handle_message
+from fedticket.clients import handle_message
 
 app = ClientApp()
 

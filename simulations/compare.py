@@ -12,8 +12,8 @@ to ``<output-root>/comparisons/<name>/``.
 
 Usage::
 
-    python -m simulations.compare --preset offline-default
-    python -m simulations.compare --preset smoke --output-root /tmp/runs
+    python -m fedticket.simulations.compare --preset offline-default
+    python -m fedticket.simulations.compare --preset smoke --output-root /tmp/runs
 """
 
 from __future__ import annotations
@@ -34,8 +34,8 @@ from fedticket.analysis.plots import draw_all
 from fedticket.analysis.summaries import LAST_K, over_seeds, run_summary, seeds_table
 from fedticket.config import ConfigError, RunConfig
 from fedticket.learn.eval_protocols import PROTOCOLS
+from fedticket.simulations.launcher import PROJECT_DIR, launch
 from fedticket.store.results import load_run, markdown_table, read_table, resolve_output_root
-from simulations.launcher import PROJECT_DIR, launch
 
 PRESETS = PROJECT_DIR / "simulations" / "presets"
 ROUND_LINE = re.compile(r"round (\d+)/(\d+)")

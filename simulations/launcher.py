@@ -8,7 +8,7 @@ comparison scripts use it; users type ``flwr run .``.
 
 Usage::
 
-    python -m simulations.launcher --run-config 'num-rounds=2' --num-supernodes 3
+    python -m fedticket.simulations.launcher --run-config 'num-rounds=2' --num-supernodes 3
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from simulations.processes import find_pids, free_port, stop_pids, stream_command
+from fedticket.simulations.processes import find_pids, free_port, stop_pids, stream_command
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 RESULTS_LINE = re.compile(r"fedticket: results in (\S+)")

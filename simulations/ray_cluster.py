@@ -10,7 +10,7 @@ run can only finish if Ray placed its actors on the joined nodes.
 
 Usage::
 
-    python -m simulations.ray_cluster --workers 2 2   # head + two 2-CPU nodes; Ctrl-C stops
+    python -m fedticket.simulations.ray_cluster --workers 2 2  # head, two 2-CPU nodes; Ctrl-C stops
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 from types import TracebackType
 
-from simulations.processes import (
+from fedticket.simulations.processes import (
     StartupError,
     find_pids,
     free_port,

@@ -16,7 +16,7 @@ from typing import NoReturn
 from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 
-from clients import CLIENTS
+from fedticket.clients import CLIENTS
 from fedticket.config import ConfigError, RunConfig
 from fedticket.learn.data import DataError
 from fedticket.learn.eval_protocols import PROTOCOLS
@@ -28,9 +28,9 @@ from fedticket.store.environment import describe_environment
 from fedticket.store.results import RunDirectory, resolve_output_root
 from fedticket.store.tickets import TicketError
 from fedticket.store.tracking import TrackingSettings, tracker_for
-from strategies import STRATEGIES
-from strategies.base import NoClientsError, SparseStrategy
-from strategies.reporting import human_bytes
+from fedticket.strategies import STRATEGIES
+from fedticket.strategies.base import NoClientsError, SparseStrategy
+from fedticket.strategies.reporting import human_bytes
 
 log = logging.getLogger("flwr")
 FAILED_LINE = "fedticket: run failed:"
@@ -162,7 +162,7 @@ def tune_polling(grid: Grid, interval: float = 0.01) -> None:
     """Poll for replies every 10 ms instead of Flower's 100 ms in simulation (the in-memory
     grid's documented ``pull_interval``): every round waits, on average, half an interval
     after its last reply, and a poll of the in-memory state costs microseconds. A deployed
-    grid is pulled by ``strategies.exchange.send_and_receive`` instead."""
+    grid is pulled by ``strategies.deployed_pull.send_and_receive`` instead."""
     if hasattr(grid, "pull_interval"):
         grid.pull_interval = interval
 

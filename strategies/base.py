@@ -29,20 +29,22 @@ from fedticket.learn.global_evaluator import GlobalEvaluator
 from fedticket.sparse.masks import Masks
 from fedticket.store.results import RunDirectory
 from fedticket.store.tracking import NoTracking, Tracker
+from fedticket.strategies import checkpointing, rounds
+from fedticket.strategies.evaluation_steps import EvaluationSteps
+from fedticket.strategies.exchange import Exchange, Failure, Outbox, Send
+from fedticket.strategies.fused_evaluation import PendingRound
+from fedticket.strategies.nodes import (
+    NoClientsError as NoClientsError,  # re-exported, as are the next
+)
+from fedticket.strategies.nodes import NodeInfo, reply_row
+from fedticket.strategies.registry import STRATEGIES as STRATEGIES
+from fedticket.strategies.registry import register_strategy as register_strategy
+from fedticket.strategies.replies import CheckedReply, MetricSpec
+from fedticket.strategies.reporting import RunTables
+from fedticket.strategies.roster import NodeRoster
 from fedticket.wire.ledger import CommLedger
 from fedticket.wire.protocol import NUM_EXAMPLES, Instructions
 from fedticket.wire.records import record_to_state, state_to_record
-from strategies import checkpointing, rounds
-from strategies.evaluation_steps import EvaluationSteps
-from strategies.exchange import Exchange, Failure, Outbox, Send
-from strategies.fused_evaluation import PendingRound
-from strategies.nodes import NoClientsError as NoClientsError  # re-exported, as are the next
-from strategies.nodes import NodeInfo, reply_row
-from strategies.registry import STRATEGIES as STRATEGIES
-from strategies.registry import register_strategy as register_strategy
-from strategies.replies import CheckedReply, MetricSpec
-from strategies.reporting import RunTables
-from strategies.roster import NodeRoster
 
 log = logging.getLogger("flwr")  # Flower's handlers print it in `flwr run --stream`
 

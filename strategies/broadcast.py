@@ -25,8 +25,8 @@ from fedticket.wire.protocol import ARRAYS, CONFIG, PAYLOAD
 from fedticket.wire.records import message_bytes, payload_bytes, position_bytes
 
 if TYPE_CHECKING:  # the exchange imports this module
-    from strategies.exchange import Sent
-    from strategies.nodes import NodeInfo
+    from fedticket.strategies.exchange import Sent
+    from fedticket.strategies.nodes import NodeInfo
 
 
 class NotABroadcast(ValueError):

@@ -38,10 +38,10 @@ from fedticket.algorithms.cell import (
     simulated_slowdowns,
 )
 from fedticket.sparse.aggregate import weighted_mean
+from fedticket.strategies.base import ClientUpdate, Masks, NodeInfo, register_strategy
+from fedticket.strategies.lotteryfl import LotteryFL
+from fedticket.strategies.replies import MetricSpec
 from fedticket.wire.records import encode_payload, payload_bytes
-from strategies.base import ClientUpdate, Masks, NodeInfo, register_strategy
-from strategies.lotteryfl import LotteryFL
-from strategies.replies import MetricSpec
 
 
 @register_strategy("cell")

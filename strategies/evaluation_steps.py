@@ -22,12 +22,12 @@ from fedticket.learn.eval_protocols import PROTOCOLS, running_best
 from fedticket.learn.global_evaluator import GlobalEvaluator
 from fedticket.learn.train import EvalStats
 from fedticket.store.tracking import Tracker
+from fedticket.strategies import rounds
+from fedticket.strategies.exchange import Exchange, Outbox, Outcome
+from fedticket.strategies.fused_evaluation import PendingRound, RoundClose, evaluation_failures
+from fedticket.strategies.nodes import NodeInfo, reply_row
+from fedticket.strategies.reporting import RunTables, log_progress, round_summary
 from fedticket.wire.records import record_to_state
-from strategies import rounds
-from strategies.exchange import Exchange, Outbox, Outcome
-from strategies.fused_evaluation import PendingRound, RoundClose, evaluation_failures
-from strategies.nodes import NodeInfo, reply_row
-from strategies.reporting import RunTables, log_progress, round_summary
 
 
 class EvaluationSteps:

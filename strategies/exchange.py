@@ -25,6 +25,17 @@ from flwr.serverapp import Grid
 
 from fedticket.config import RunConfig
 from fedticket.sparse.masks import Masks, mask_digest
+from fedticket.strategies.broadcast import record_broadcast
+from fedticket.strategies.deployed_pull import send_and_receive
+from fedticket.strategies.nodes import NodeInfo, client_row
+from fedticket.strategies.replies import (
+    CheckedReply,
+    Expected,
+    InvalidReply,
+    MetricSpec,
+    check_reply,
+)
+from fedticket.strategies.reporting import RunTables
 from fedticket.wire.protocol import (
     ARRAYS,
     CONFIG,
@@ -41,10 +52,6 @@ from fedticket.wire.records import (
     payload_bytes,
     position_bytes,
 )
-from strategies.broadcast import record_broadcast
-from strategies.nodes import NodeInfo, client_row
-from strategies.replies import CheckedReply, Expected, InvalidReply, MetricSpec, check_reply
-from strategies.reporting import RunTables
 
 log = logging.getLogger("flwr")  # Flower's handlers print it in `flwr run --stream`
 
@@ -364,37 +371,3 @@ class Exchange:
 
     def _dense_up(self, kind: str) -> int:
         return dense_bytes(self.template) if kind == "train" else 0
-
-
-DEPLOYED_PULL_INTERVAL = 0.1  # s between a deployed ServerApp's pulls for replies
-
-
-def _deployed_grid_type() -> type | None:
-    """Flower 1.39's grid of a deployed ServerApp (an internal module: None if it moves)."""
-    try:
-        from flwr.superlink.grid.http_grid import HttpGrid
-    except ImportError:
-        return None
-    return HttpGrid
-
-
-def send_and_receive(grid: Grid, messages: list[Message], timeout: float) -> list[Message]:
-    """``grid.send_and_receive``, but a deployed grid is pulled every
-    DEPLOYED_PULL_INTERVAL instead of Flower 1.39's fixed 3 s (``HttpGrid.send_and_receive``
-    sleeps 3 s between pulls, with no setting), which costs a round 1.5 s on average, through
-    the grid's public push and pull calls with the same timeout. The simulation's grid has its
-    own setting (``tune_polling``) and every other grid keeps its own loop."""
-    deployed = _deployed_grid_type()
-    if deployed is None or not isinstance(grid, deployed):
-        return list(grid.send_and_receive(messages, timeout=timeout))
-    waiting = set(grid.push_messages(messages))
-    deadline = time.time() + timeout
-    replies: list[Message] = []
-    while waiting:
-        pulled = list(grid.pull_messages(waiting))
-        replies.extend(pulled)
-        waiting.difference_update(reply.metadata.reply_to_message_id for reply in pulled)
-        if not waiting or time.time() >= deadline:
-            break
-        time.sleep(DEPLOYED_PULL_INTERVAL)
-    return replies

@@ -12,8 +12,8 @@ from typing import ClassVar
 import numpy as np
 
 from fedticket.sparse.aggregate import masked_mean
-from strategies.base import ClientUpdate, SparseStrategy, register_strategy
-from strategies.replies import COUNT, MetricSpec
+from fedticket.strategies.base import ClientUpdate, SparseStrategy, register_strategy
+from fedticket.strategies.replies import COUNT, MetricSpec
 
 
 @register_strategy("fedavg")

@@ -53,8 +53,8 @@ from fedticket.store.checkpoints import (
     require_key,
     split_prefix,
 )
-from strategies.base import ClientUpdate, Masks, NodeInfo, register_strategy
-from strategies.lotteryfl import LotteryFL
+from fedticket.strategies.base import ClientUpdate, Masks, NodeInfo, register_strategy
+from fedticket.strategies.lotteryfl import LotteryFL
 
 log = logging.getLogger("flwr")
 

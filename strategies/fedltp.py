@@ -54,12 +54,12 @@ from fedticket.store.checkpoints import (
     require_key,
     split_prefix,
 )
+from fedticket.strategies.base import Masks, NodeInfo, register_strategy
+from fedticket.strategies.exchange import Outbox
+from fedticket.strategies.fixed_mask import ServerMaskedFedAvg
+from fedticket.strategies.privacy_book import PrivacyBook
+from fedticket.strategies.replies import COUNT, SHARE, MetricSpec
 from fedticket.wire.protocol import NUM_TRAIN
-from strategies.base import Masks, NodeInfo, register_strategy
-from strategies.exchange import Outbox
-from strategies.fixed_mask import ServerMaskedFedAvg
-from strategies.privacy_book import PrivacyBook
-from strategies.replies import COUNT, SHARE, MetricSpec
 
 log = logging.getLogger("flwr")
 #: a noisy count's bound: the Laplace tail beyond 1e12 has probability below exp(-1e6)

@@ -11,8 +11,8 @@ from collections.abc import Callable
 import numpy as np
 
 from fedticket.sparse.masks import Masks, apply_masks
-from strategies.base import ClientUpdate, NodeInfo
-from strategies.fedavg import FedAvg
+from fedticket.strategies.base import ClientUpdate, NodeInfo
+from fedticket.strategies.fedavg import FedAvg
 
 
 def cut_to(

@@ -60,8 +60,14 @@ from fedticket.store.checkpoints import (
     require_key,
     split_prefix,
 )
-from strategies.base import ClientUpdate, Masks, NodeInfo, SparseStrategy, register_strategy
-from strategies.replies import MetricSpec
+from fedticket.strategies.base import (
+    ClientUpdate,
+    Masks,
+    NodeInfo,
+    SparseStrategy,
+    register_strategy,
+)
+from fedticket.strategies.replies import MetricSpec
 
 log = logging.getLogger("flwr")
 

@@ -30,7 +30,7 @@ import math
 from dataclasses import dataclass
 
 from fedticket.learn.train import EvalStats
-from strategies.exchange import Failure, Outcome
+from fedticket.strategies.exchange import Failure, Outcome
 
 
 @dataclass(frozen=True)

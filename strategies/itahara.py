@@ -32,8 +32,8 @@ from fedticket.learn.data import DataError, public_set
 from fedticket.sparse.masks import kept_share
 from fedticket.store.checkpoints import check_masks, split_prefix
 from fedticket.store.tickets import load_ticket, save_ticket
-from strategies.base import Masks, NodeInfo, register_strategy
-from strategies.fixed_mask import ServerMaskedFedAvg
+from fedticket.strategies.base import Masks, NodeInfo, register_strategy
+from fedticket.strategies.fixed_mask import ServerMaskedFedAvg
 
 log = logging.getLogger("flwr")
 

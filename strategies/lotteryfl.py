@@ -20,9 +20,9 @@ from typing import ClassVar
 
 from fedticket.algorithms.lotteryfl import LotteryFLSettings
 from fedticket.sparse.masks import ones_masks
-from strategies.base import Masks, NodeInfo, register_strategy
-from strategies.fedavg import FedAvg
-from strategies.replies import COUNT, SHARE, MetricSpec
+from fedticket.strategies.base import Masks, NodeInfo, register_strategy
+from fedticket.strategies.fedavg import FedAvg
+from fedticket.strategies.replies import COUNT, SHARE, MetricSpec
 
 
 @register_strategy("lotteryfl")

@@ -12,8 +12,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from fedticket.strategies.reporting import CLIENT_PROTOCOL_COLUMNS, ClientRow
 from fedticket.wire.protocol import NUM_EXAMPLES
-from strategies.reporting import CLIENT_PROTOCOL_COLUMNS, ClientRow
 
 #: what a good reply's metrics add to its client row, by phase (metric keys spell the
 #: columns with dashes)

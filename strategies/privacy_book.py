@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from fedticket.algorithms.fedltp import FedLTPSettings, sample_rate
 from fedticket.privacy.accounting import ClientPrivacy
 from fedticket.privacy.fedltp_theorem import theorem1_epsilon
-from strategies.nodes import NodeInfo
+from fedticket.strategies.nodes import NodeInfo
 
 
 @dataclass

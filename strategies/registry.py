@@ -9,10 +9,12 @@ from typing import TYPE_CHECKING
 from fedticket.registry import Registry
 
 if TYPE_CHECKING:  # the base registers nothing itself; its subclasses import this module
-    from strategies.base import SparseStrategy
+    from fedticket.strategies.base import SparseStrategy
 
 #: algorithm name -> strategy class; importing ``strategies`` registers every algorithm
-STRATEGIES: Registry[type[SparseStrategy]] = Registry("strategy algorithm", ("strategies",))
+STRATEGIES: Registry[type[SparseStrategy]] = Registry(
+    "strategy algorithm", ("fedticket.strategies",)
+)
 
 
 def register_strategy(name: str) -> Callable[[type[SparseStrategy]], type[SparseStrategy]]:

@@ -19,6 +19,10 @@ from flwr.app import MessageType
 from flwr.serverapp import Grid
 
 from fedticket.config import RunConfig
+from fedticket.strategies.exchange import Exchange, Send
+from fedticket.strategies.nodes import NoClientsError, NodeInfo, client_row
+from fedticket.strategies.replies import CheckedReply
+from fedticket.strategies.reporting import RunTables
 from fedticket.wire.protocol import (
     BROADCAST_DOMAIN,
     DEVICE_CLASS,
@@ -29,10 +33,6 @@ from fedticket.wire.protocol import (
     PARTITION_ID,
     TORCH_DEVICE,
 )
-from strategies.exchange import Exchange, Send
-from strategies.nodes import NoClientsError, NodeInfo, client_row
-from strategies.replies import CheckedReply
-from strategies.reporting import RunTables
 
 log = logging.getLogger("flwr")  # Flower's handlers print it in `flwr run --stream`
 

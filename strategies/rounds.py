@@ -12,10 +12,10 @@ from flwr.app import ArrayRecord, ConfigRecord, MetricRecord
 from flwr.serverapp import Grid
 
 from fedticket.config import RunConfig
+from fedticket.strategies.exchange import Delivery, Exchange, Outbox
+from fedticket.strategies.fused_evaluation import PendingRound
+from fedticket.strategies.nodes import NoClientsError
 from fedticket.wire.records import record_to_state, state_to_record
-from strategies.exchange import Delivery, Exchange, Outbox
-from strategies.fused_evaluation import PendingRound
-from strategies.nodes import NoClientsError
 
 log = logging.getLogger("flwr")  # Flower's handlers print it in `flwr run --stream`
 

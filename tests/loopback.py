@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterable
 
 from flwr.app import Context, Error, Message, RecordDict
 
-from clients.handlers import handle_message
+from fedticket.clients.handlers import handle_message
 
 Fault = Callable[[Message, Message], Message | None]  # (request, reply) -> new reply or None (lost)
 

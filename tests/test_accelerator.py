@@ -10,9 +10,9 @@ from flwr.app import Context, RecordDict
 
 from fedticket.config import ConfigError, RunConfig
 from fedticket.learn.torch_device import DeviceError, resolve_device, seeded
-from simulations.server_app import run_federation
-from strategies.base import NoClientsError
-from strategies.reporting import WALL_CLOCK_COLUMNS
+from fedticket.simulations.server_app import run_federation
+from fedticket.strategies.base import NoClientsError
+from fedticket.strategies.reporting import WALL_CLOCK_COLUMNS
 from tests.loopback import LoopbackGrid, three_client_config
 
 
@@ -106,7 +106,7 @@ def test_cpu_and_auto_give_the_same_run_twice_on_a_cpu_machine(tmp_path, monkeyp
 
 @pytest.mark.usefixtures("flower_task_identity")
 def test_a_late_node_without_the_device_is_left_out_not_the_run(tmp_path, monkeypatch) -> None:
-    import clients.handlers
+    from fedticket.clients import handlers
 
     broken = {"now": False}
 
@@ -115,7 +115,7 @@ def test_a_late_node_without_the_device_is_left_out_not_the_run(tmp_path, monkey
             raise DeviceError(f'device="{spec}" needs CUDA, but (test) none here')
         return torch.device("cpu")
 
-    monkeypatch.setattr(clients.handlers, "resolve_device", resolve)
+    monkeypatch.setattr(handlers, "resolve_device", resolve)
     run_config = three_client_config(
         tmp_path, device="cuda", **{"num-rounds": 3, "min-train-clients": 2}
     )

@@ -16,8 +16,8 @@ from nbclient import NotebookClient
 from fedticket.analysis import plots
 from fedticket.analysis.report import main as report_main
 from fedticket.config import RunConfig
+from fedticket.simulations.server_app import run_federation
 from fedticket.store.results import load_run, masks_frame, masks_from_frame
-from simulations.server_app import run_federation
 from tests.loopback import LoopbackGrid, three_client_config
 
 NOTEBOOK = Path(__file__).resolve().parents[1] / "simulations" / "notebooks" / "analysis.ipynb"
@@ -145,7 +145,7 @@ def test_notebook_runs_against_this_sessions_runs(session_runs, tmp_path, monkey
 
 @pytest.mark.slow
 def test_compare_runs_each_config_once_and_writes_table_and_figures(tmp_path) -> None:
-    from simulations.compare import compare
+    from fedticket.simulations.compare import compare
 
     table, target = compare("smoke", output_root=str(tmp_path / "runs"), progress=False)
     labels = ["FedAvg seed=1", "LotteryFL seed=1", "FedAvg seed=2", "LotteryFL seed=2"]
@@ -174,7 +174,7 @@ def test_compare_runs_each_config_once_and_writes_table_and_figures(tmp_path) ->
     ],
 )
 def test_compare_preset_seeds_are_checked(tmp_path, body: str, message: str) -> None:
-    from simulations.compare import CompareError, load_preset
+    from fedticket.simulations.compare import CompareError, load_preset
 
     (tmp_path / "bad.toml").write_text(body)
     with pytest.raises(CompareError, match=message):
@@ -182,7 +182,7 @@ def test_compare_preset_seeds_are_checked(tmp_path, body: str, message: str) -> 
 
 
 def test_compare_preset_with_seeds_plans_each_run_once_per_seed(tmp_path) -> None:
-    from simulations.compare import load_preset
+    from fedticket.simulations.compare import load_preset
 
     (tmp_path / "two.toml").write_text('seeds = [4, 9]\n[[runs]]\nlabel = "a"\n')
     _name, planned = load_preset(str(tmp_path / "two.toml"), str(tmp_path / "runs"))

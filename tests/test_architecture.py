@@ -12,8 +12,10 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("fedticket", "strategies", "clients", "simulations", "benchmarks", "tests")
+#: folders at the top of the repository that are packages of the ``fedticket`` namespace
+APP_FOLDERS = ("strategies", "clients", "simulations")
 MAX_LINES = 400
-#: top-level package -> the project packages it may import
+#: top-level folder -> the folders whose modules it may import
 MAY_IMPORT = {
     "fedticket": {"fedticket"},
     "strategies": {"fedticket", "strategies"},
@@ -36,7 +38,17 @@ def _sources() -> list[Path]:
 
 def _module_name(path: Path) -> str:
     parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    if parts[0] in APP_FOLDERS:
+        parts.insert(0, "fedticket")
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _folder(module: str) -> str:
+    """The top-level folder a module's file is in (``fedticket.strategies.base``: strategies)."""
+    parts = module.split(".")
+    return (
+        parts[1] if parts[0] == "fedticket" and parts[1:2] and parts[1] in APP_FOLDERS else parts[0]
+    )
 
 
 def _imports(path: Path, *, top_level_only: bool) -> Iterator[str]:
@@ -97,9 +109,31 @@ def test_imports_go_one_way_between_the_top_level_packages() -> None:
         f"{p.relative_to(ROOT)} imports {target}"
         for p in _sources()
         for target in _project_targets(p, top_level_only=False)
-        if target.split(".")[0] not in MAY_IMPORT[p.relative_to(ROOT).parts[0]]
+        if _folder(target) not in MAY_IMPORT[p.relative_to(ROOT).parts[0]]
     ]
     assert wrong == []
+
+
+def test_the_app_packages_are_imported_through_the_namespace() -> None:
+    """``import strategies`` would work from the repository root only, and import a second copy."""
+    top_level = [
+        f"{p.relative_to(ROOT)} imports {name}"
+        for p in _sources()
+        for name in _imports(p, top_level_only=False)
+        if name.split(".")[0] in APP_FOLDERS
+    ]
+    assert top_level == []
+
+
+def test_the_layer_rule_sees_the_namespace() -> None:
+    assert _module_name(ROOT / "strategies" / "base.py") == "fedticket.strategies.base"
+    assert (
+        _module_name(ROOT / "simulations" / "edge" / "__init__.py") == "fedticket.simulations.edge"
+    )
+    assert _folder("fedticket.clients.handlers") == "clients"
+    assert _folder("fedticket.wire.records") == "fedticket"
+    server_app = _project_targets(ROOT / "simulations" / "server_app.py", top_level_only=False)
+    assert {"fedticket.strategies", "fedticket.clients"} <= server_app
 
 
 def test_flower_is_imported_in_the_core_only_where_allowed() -> None:

@@ -8,15 +8,15 @@ import pandas as pd
 import pytest
 from flwr.app import RecordDict
 
-from clients.cell import CellClient
-from clients.state import ClientState
 from fedticket.algorithms.cell import kept_count, next_pruned_share, removal_counts
+from fedticket.clients.cell import CellClient
+from fedticket.clients.state import ClientState
 from fedticket.config import RunConfig
 from fedticket.learn.data import client_data
 from fedticket.learn.models import build_model, state_arrays
+from fedticket.simulations.server_app import run_federation
 from fedticket.sparse.masks import ones_masks, prunable_names
-from simulations.server_app import run_federation
-from strategies.cell import Cell
+from fedticket.strategies.cell import Cell
 from tests.loopback import LoopbackGrid
 
 
@@ -74,8 +74,8 @@ def test_a_lottery_step_rewinds_survivors_to_theta0_and_keeps_the_ticket() -> No
 
 
 def test_c_fedavg_aggregation_counts_pruned_entries_as_zero_keeper_does_not(tmp_path) -> None:
-    from strategies.base import ClientUpdate
-    from strategies.nodes import NodeInfo
+    from fedticket.strategies.base import ClientUpdate
+    from fedticket.strategies.nodes import NodeInfo
 
     def strategy(aggregation: str) -> Cell:
         config = RunConfig.from_run_config(
@@ -166,8 +166,8 @@ def test_personal_tickets_shrink_per_round_and_the_rounds_table_counts_states(ce
 def test_e_a_reply_modelled_past_the_deadline_is_left_out_and_counted(tmp_path) -> None:
     from fedticket.algorithms.cell import simulated_slowdowns
     from fedticket.store.results import RunDirectory
-    from strategies.base import ClientUpdate
-    from strategies.nodes import NodeInfo
+    from fedticket.strategies.base import ClientUpdate
+    from fedticket.strategies.nodes import NodeInfo
 
     mix = simulated_slowdowns(8, seed=3, slow_share=0.25, slowdown=4.0)
     assert sorted(mix.values()) == [1.0] * 6 + [4.0] * 2

@@ -162,7 +162,7 @@ def test_finite_global_model_and_0_1_masks_are_checked_without_a_template(tmp_pa
 
 
 def test_the_server_refuses_a_bad_checkpoint_before_any_client_connects(tmp_path) -> None:
-    from simulations.server_app import run_federation
+    from fedticket.simulations.server_app import run_federation
     from tests.loopback import LoopbackGrid
 
     run_config = {"algorithm": "fedavg", "min-available-clients": 2, "output-root": str(tmp_path)}

@@ -20,8 +20,8 @@ from fedticket.store.checkpoints import (
     write_archive,
 )
 from fedticket.store.results import RunDirectory
-from strategies.fedltn import FedLTN
-from strategies.flash import Flash
+from fedticket.strategies.fedltn import FedLTN
+from fedticket.strategies.flash import Flash
 from tests.checkpoint_meta_helpers import DROP, MASK, TEMPLATE, nan_at, with_field
 
 

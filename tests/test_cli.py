@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from simulations import cli
-from simulations.launcher import LaunchResult
+from fedticket.simulations import cli
+from fedticket.simulations.launcher import LaunchResult
 
 COMMANDS = ("run", "check", "compare", "report", "runs", "edge")
 
@@ -53,7 +53,7 @@ def test_run_checks_the_config_before_launching(monkeypatch, tmp_path, capsys) -
         launched.append(dict(run_config) | {"_kwargs": kwargs})
         return LaunchResult(0, "", tmp_path, 1.0)
 
-    monkeypatch.setattr("simulations.launcher.launch", fake_launch)
+    monkeypatch.setattr("fedticket.simulations.launcher.launch", fake_launch)
     assert cli.main(["run", "--run-config", "num-rounds=0"]) == 2
     assert "invalid: run-config key 'num-rounds'" in capsys.readouterr().err
     assert cli.main(["run", "-c", 'algorithm="fedltp" evaluate-with-train=true']) == 2
@@ -70,7 +70,7 @@ def test_run_checks_the_config_before_launching(monkeypatch, tmp_path, capsys) -
 
 def test_a_failed_launch_is_a_non_zero_exit(monkeypatch, tmp_path, capsys) -> None:
     monkeypatch.setattr(
-        "simulations.launcher.launch",
+        "fedticket.simulations.launcher.launch",
         lambda run_config, **kwargs: LaunchResult(1, "", None, 1.0, "no clients"),
     )
     assert cli.main(["run"]) == 1

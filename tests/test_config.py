@@ -85,7 +85,7 @@ def test_readme_documents_every_key_with_its_default() -> None:
 
 
 def test_check_config_cli_names_the_unknown_key(capsys: pytest.CaptureFixture[str]) -> None:
-    from simulations.check_config import main
+    from fedticket.simulations.check_config import main
 
     assert main(["--run-config", 'lr=0.1 algoritm="fedavg"']) == 2
     assert "did you mean 'algorithm'" in capsys.readouterr().err
@@ -94,7 +94,7 @@ def test_check_config_cli_names_the_unknown_key(capsys: pytest.CaptureFixture[st
 
 
 def test_node_without_partition_id_is_told_how_to_set_it() -> None:
-    from clients.node import NodeConfigError, partition_of
+    from fedticket.clients.node import NodeConfigError, partition_of
 
     assert partition_of({"partition-id": 1, "num-partitions": 3}) == (1, 3)
     with pytest.raises(NodeConfigError, match='--node-config "partition-id=K num-partitions=N"'):

@@ -29,7 +29,7 @@ from fedticket.config import (
     ignored_run_config_text,
     parse_run_config_string,
 )
-from simulations.launcher import run_config_string, toml_value
+from fedticket.simulations.launcher import run_config_string, toml_value
 
 FAST = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

@@ -78,7 +78,7 @@ def test_our_pattern_is_flowers() -> None:
 def test_check_config_never_shows_a_traceback(
     args: list[str], fragment: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from simulations.check_config import main
+    from fedticket.simulations.check_config import main
 
     assert main(args) == 2
     *warnings, last = capsys.readouterr().err.strip().splitlines()
@@ -87,7 +87,7 @@ def test_check_config_never_shows_a_traceback(
 
 
 def test_check_config_warns_about_what_flower_ignores(capsys: pytest.CaptureFixture[str]) -> None:
-    from simulations.check_config import main
+    from fedticket.simulations.check_config import main
 
     assert main(["--run-config", "num-rounds=3 lr = 0.1"]) == 0
     captured = capsys.readouterr()
@@ -99,7 +99,7 @@ def test_check_config_warns_about_what_flower_ignores(capsys: pytest.CaptureFixt
 def test_check_config_reads_a_preset_as_flower_does(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from simulations.check_config import main
+    from fedticket.simulations.check_config import main
 
     preset = tmp_path / "p.toml"
     preset.write_text("lr = nan\n")
@@ -142,13 +142,13 @@ def _flower_reads(text: str) -> dict:
     ],
 )
 def test_toml_value_round_trips_through_flower(value: object) -> None:
-    from simulations.launcher import toml_value
+    from fedticket.simulations.launcher import toml_value
 
     assert _flower_reads(f"k={toml_value(value)}") == {"k": value}
 
 
 def test_toml_value_reads_back_non_finite_floats() -> None:
-    from simulations.launcher import toml_value
+    from fedticket.simulations.launcher import toml_value
 
     assert math.isnan(_flower_reads(f"k={toml_value(math.nan)}")["k"])
     assert _flower_reads(f"k={toml_value(-math.inf)}") == {"k": -math.inf}
@@ -156,7 +156,7 @@ def test_toml_value_reads_back_non_finite_floats() -> None:
 
 @pytest.mark.parametrize("value", ["both ' and \"", 'quote " and a newline\n', 2**63])
 def test_toml_value_refuses_what_flower_cannot_read_back(value: object) -> None:
-    from simulations.launcher import toml_value
+    from fedticket.simulations.launcher import toml_value
 
     with pytest.raises(ValueError, match="Flower"):
         toml_value(value)
@@ -170,7 +170,7 @@ def test_private_keys_are_created_owner_only_even_with_umask_0(
     import os
     import stat
 
-    from simulations.edge.certs import make_node_key, make_server_certificates
+    from fedticket.simulations.edge.certs import make_node_key, make_server_certificates
 
     monkeypatch.setattr(os, "chmod", lambda *a, **k: None)
     monkeypatch.setattr(os, "fchmod", lambda *a, **k: None)
@@ -190,7 +190,7 @@ def test_an_existing_wider_key_file_is_narrowed_before_the_key_is_written(tmp_pa
     import os
     import stat
 
-    from simulations.edge.certs import make_node_key
+    from fedticket.simulations.edge.certs import make_node_key
 
     existing = tmp_path / "node0"
     existing.write_bytes(b"old")

@@ -16,13 +16,13 @@ import pytest
 from flwr.app import Message, RecordDict
 from flwr.superlink.grid.http_grid import HttpGrid
 
-from clients.node import NodeConfigError, data_cache_of
+from fedticket.clients.node import NodeConfigError, data_cache_of
 from fedticket.config import RunConfig
 from fedticket.learn.data import cache as data_cache
 from fedticket.learn.data import client_data
 from fedticket.learn.data.cache import cache_key, cached_client_data, read_cache, write_cache
-from simulations.server_app import run_federation
-from strategies import exchange
+from fedticket.simulations.server_app import run_federation
+from fedticket.strategies import deployed_pull
 from tests.loopback import LoopbackGrid, three_client_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -196,7 +196,7 @@ def test_a_deployed_grid_is_pulled_every_tenth_of_a_second() -> None:
     grid = _FakeDeployedGrid(delay=0.35)
     messages = [Message(RecordDict(), dst_node_id=n, message_type="query") for n in (1, 2)]
     started = time.monotonic()
-    replies = exchange.send_and_receive(grid, messages, timeout=30)
+    replies = deployed_pull.send_and_receive(grid, messages, timeout=30)
     waited = time.monotonic() - started
     assert len(replies) == 2 and {r.metadata.reply_to_message_id for r in replies} == {
         "id-0",
@@ -210,7 +210,7 @@ def test_a_deployed_grid_is_pulled_every_tenth_of_a_second() -> None:
 def test_a_deployed_grid_gives_up_at_the_timeout() -> None:
     grid = _FakeDeployedGrid(delay=60)
     started = time.monotonic()
-    replies = exchange.send_and_receive(
+    replies = deployed_pull.send_and_receive(
         grid, [Message(RecordDict(), dst_node_id=1, message_type="query")], timeout=0.3
     )
     assert replies == [] and 0.3 <= time.monotonic() - started < 1.0

@@ -10,11 +10,11 @@ import pandas as pd
 import pytest
 
 from fedticket.config import RunConfig
+from fedticket.simulations.edge.certs import make_node_key
+from fedticket.simulations.edge.federation import EdgeNode, LoopbackFederation
+from fedticket.simulations.edge.flower_fleet import fleet_started_line
+from fedticket.simulations.processes import free_port, stop_group
 from fedticket.store.results import read_table, resolve_output_root
-from simulations.edge.certs import make_node_key
-from simulations.edge.federation import EdgeNode, LoopbackFederation
-from simulations.edge.flower_fleet import fleet_started_line
-from simulations.processes import free_port, stop_group
 
 pytestmark = pytest.mark.slow
 

@@ -17,11 +17,11 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from flwr.app import Context, RecordDict
 
 from fedticket.config import RunConfig
+from fedticket.simulations.edge.certs import make_node_key, make_server_certificates
+from fedticket.simulations.edge.relay import ByteRelay
+from fedticket.simulations.server_app import run_federation
 from fedticket.sparse.device_budgets import DeviceClassError, device_class
-from simulations.edge.certs import make_node_key, make_server_certificates
-from simulations.edge.relay import ByteRelay
-from simulations.server_app import run_federation
-from strategies.reporting import with_traffic
+from fedticket.strategies.reporting import with_traffic
 from tests.loopback import LoopbackGrid
 
 
@@ -163,7 +163,7 @@ def test_a_node_that_rejoins_with_a_new_id_takes_over_its_partition(tmp_path, ca
 
 
 def test_a_device_can_keep_its_data_elsewhere() -> None:
-    from clients.node import NodeConfigError, with_node_data_dir
+    from fedticket.clients.node import NodeConfigError, with_node_data_dir
 
     config = RunConfig.from_run_config({"dataset": "mnist-idx", "data-dir": "/srv/mnist"})
     assert with_node_data_dir(config, {}).data_dir == "/srv/mnist"

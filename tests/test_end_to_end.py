@@ -10,7 +10,7 @@ import pytest
 
 from fedticket.config import RunConfig
 from fedticket.learn.models import build_model, state_arrays
-from simulations.launcher import launch
+from fedticket.simulations.launcher import launch
 
 pytestmark = pytest.mark.slow
 

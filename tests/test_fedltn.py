@@ -7,10 +7,7 @@ import numpy as np
 import pytest
 from flwr.app import RecordDict
 
-import clients.fedltn as fedltn_client
-from clients.fedltn import FedLTNClient
-from clients.lotteryfl import initial_weights
-from clients.state import ClientState
+import fedticket.clients.fedltn as fedltn_client
 from fedticket.algorithms.fedltn import (
     jumpstart_steps,
     jumpstart_ticket,
@@ -20,13 +17,16 @@ from fedticket.algorithms.fedltn import (
     steps_to_target,
     target_count,
 )
+from fedticket.clients.fedltn import FedLTNClient
+from fedticket.clients.lotteryfl import initial_weights
+from fedticket.clients.state import ClientState
 from fedticket.config import RunConfig
 from fedticket.learn.data import client_data
 from fedticket.learn.models import batchnorm_names, build_model
+from fedticket.simulations.server_app import run_federation
 from fedticket.sparse.aggregate import masked_mean, server_momentum
 from fedticket.sparse.masks import ones_masks, prunable_names, prune_smallest
-from simulations.server_app import run_federation
-from strategies.fedltn import FedLTN
+from fedticket.strategies.fedltn import FedLTN
 from tests.loopback import LoopbackGrid
 
 BN_MODEL = "mnist-cnn-bn"

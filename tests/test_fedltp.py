@@ -26,10 +26,10 @@ from fedticket.learn.data.holdout import _pool_splits
 from fedticket.privacy.accounting import ORDERS, ClientPrivacy
 from fedticket.privacy.fedltp_theorem import theorem1_epsilon
 from fedticket.privacy.zcdp import epsilon_from_rdp, gaussian_rho
+from fedticket.simulations.server_app import run_federation
 from fedticket.store.checkpoints import CheckpointError
-from simulations.server_app import run_federation
-from strategies.fedltp import FedLTP
-from strategies.replies import InvalidReply, check_metrics
+from fedticket.strategies.fedltp import FedLTP
+from fedticket.strategies.replies import InvalidReply, check_metrics
 from tests.loopback import LoopbackGrid
 
 DELTA = 1e-3
@@ -286,7 +286,7 @@ def test_the_checkpoint_state_round_trips_and_bad_state_is_named(fedltp_run, tmp
 
 
 def test_a_wider_upload_is_cut_to_the_clients_sub_model(fedltp_run) -> None:
-    from strategies.base import ClientUpdate
+    from fedticket.strategies.base import ClientUpdate
 
     strategy = fedltp_run
     node = next(iter(strategy.nodes.values()))
@@ -316,8 +316,8 @@ def test_the_benchmark_reads_privacy_and_the_validated_round(fedltp_run) -> None
 
 
 def test_the_book_never_lets_a_client_past_its_budget() -> None:
-    from strategies.nodes import NodeInfo
-    from strategies.privacy_book import PrivacyBook
+    from fedticket.strategies.nodes import NodeInfo
+    from fedticket.strategies.privacy_book import PrivacyBook
 
     settings = _settings(**{"fedltp-epsilon": 3.0, "fedltp-local-steps": 20})
     book, node = PrivacyBook(settings, 15), NodeInfo(1, 0, num_train=300, num_test=10)

@@ -8,8 +8,8 @@ import json
 import pandas as pd
 import pytest
 
-from simulations.edge.federation import LoopbackFederation
-from simulations.launcher import launch
+from fedticket.simulations.edge.federation import LoopbackFederation
+from fedticket.simulations.launcher import launch
 
 pytestmark = pytest.mark.slow
 

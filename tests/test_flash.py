@@ -8,9 +8,9 @@ import pandas as pd
 import pytest
 
 from fedticket.config import RunConfig
+from fedticket.simulations.server_app import run_federation
 from fedticket.sparse.prune_regrow import prune_and_regrow, prune_rate_at
-from simulations.server_app import run_federation
-from strategies.flash import Flash
+from fedticket.strategies.flash import Flash
 from tests.loopback import LoopbackGrid
 
 

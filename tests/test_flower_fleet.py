@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import re
 
-from simulations.edge.federation import LoopbackFederation
-from simulations.edge.flower_fleet import (
+from fedticket.simulations.edge.federation import LoopbackFederation
+from fedticket.simulations.edge.flower_fleet import (
     fleet_over_http,
     fleet_started_line,
     flower_version,

@@ -13,10 +13,10 @@ import pytest
 from flwr.app import Message, MetricRecord
 
 from fedticket.config import ConfigError, RunConfig
+from fedticket.simulations.check_config import main as check_config_main
+from fedticket.simulations.server_app import run_federation
+from fedticket.strategies import STRATEGIES
 from fedticket.wire.protocol import EVALUATION, Instructions, ProtocolError
-from simulations.check_config import main as check_config_main
-from simulations.server_app import run_federation
-from strategies import STRATEGIES
 from tests.loopback import LoopbackGrid, three_client_config
 
 pytestmark = pytest.mark.usefixtures("flower_task_identity")
@@ -205,7 +205,7 @@ def test_a_client_that_cannot_fuse_refuses_a_header_asking_it_to(tmp_path) -> No
 
 
 def test_each_algorithms_server_and_client_agree_on_fusing() -> None:
-    from clients import CLIENTS
+    from fedticket.clients import CLIENTS
 
     names = sorted(set(STRATEGIES) & set(CLIENTS))
     assert {n: STRATEGIES[n].fuses_evaluation for n in names} == {

@@ -17,10 +17,10 @@ import pytest
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 
 from fedticket.config import RunConfig
+from fedticket.simulations.server_app import run_federation
 from fedticket.sparse.masks import mask_digest
 from fedticket.wire import codec
 from fedticket.wire.records import encode_payload
-from simulations.server_app import run_federation
 from tests.loopback import LoopbackGrid
 
 pytestmark = pytest.mark.usefixtures("flower_task_identity")
@@ -279,7 +279,7 @@ def test_forged_masks_sent_false_over_sent_positions_is_refused(tmp_path) -> Non
 
 
 def test_a_client_that_diverges_every_round_stops_the_run_with_its_reason(tmp_path) -> None:
-    from strategies.base import NoClientsError
+    from fedticket.strategies.base import NoClientsError
 
     nan_loss = _metrics(**{"train-loss": math.nan})
     faults = {(1, pid, "train"): nan_loss for pid in range(3)}

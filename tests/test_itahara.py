@@ -16,10 +16,10 @@ from fedticket.learn.dae_ticket import Ticket, head_of, make_ticket, pretrain_au
 from fedticket.learn.data import client_indices, public_set
 from fedticket.learn.data.holdout import _pool_splits
 from fedticket.learn.models import model_for, state_arrays
+from fedticket.simulations.server_app import run_federation
 from fedticket.sparse.masks import prunable_names
 from fedticket.store.checkpoints import write_archive
 from fedticket.store.tickets import TicketError, load_ticket, save_ticket
-from simulations.server_app import run_federation
 from tests.loopback import LoopbackGrid
 
 RUN = {

@@ -8,8 +8,8 @@ import os
 import pytest
 
 from fedticket.config import RunConfig
+from fedticket.simulations.server_app import run_federation
 from fedticket.store.results import LATEST, RunDirectory
-from simulations.server_app import run_federation
 from tests.loopback import LoopbackGrid, three_client_config
 
 pytestmark = pytest.mark.usefixtures("flower_task_identity")

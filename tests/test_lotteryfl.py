@@ -6,11 +6,12 @@ import numpy as np
 import pytest
 from flwr.app import RecordDict
 
-from clients.lotteryfl import LotteryFLClient, initial_weights
-from clients.state import ClientState
+from fedticket.clients.lotteryfl import LotteryFLClient, initial_weights
+from fedticket.clients.state import ClientState
 from fedticket.config import RunConfig
 from fedticket.learn.data import client_data
 from fedticket.learn.models import build_model, state_arrays
+from fedticket.simulations.server_app import run_federation
 from fedticket.sparse.masks import (
     apply_masks,
     ones_masks,
@@ -18,8 +19,7 @@ from fedticket.sparse.masks import (
     prune_by_magnitude,
     prune_count,
 )
-from simulations.server_app import run_federation
-from strategies.lotteryfl import LotteryFL
+from fedticket.strategies.lotteryfl import LotteryFL
 from tests.loopback import LoopbackGrid
 
 CNN_TOTALS = [21750, 17400, 13920, 11136, 8908, 7125, 5699, 4559, 3646, 2916, 2332, 1865]

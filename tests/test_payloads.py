@@ -7,9 +7,9 @@ import pytest
 from flwr.app import Array, Message, RecordDict
 
 from fedticket.config import RunConfig
+from fedticket.simulations.server_app import run_federation
 from fedticket.store.results import load_run
-from simulations.server_app import run_federation
-from strategies.fedavg import FedAvg
+from fedticket.strategies.fedavg import FedAvg
 from tests.loopback import LoopbackGrid
 
 pytestmark = pytest.mark.usefixtures("flower_task_identity")

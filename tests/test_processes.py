@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from simulations.processes import (
+from fedticket.simulations.processes import (
     StartupError,
     alive,
     find_pids,

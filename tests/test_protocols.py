@@ -10,9 +10,9 @@ import pandas as pd
 import pytest
 from flwr.app import RecordDict
 
-from clients.fedavg import FedAvgClient
-from clients.state import ClientState
 from fedticket.analysis.summaries import over_seeds, run_summary
+from fedticket.clients.fedavg import FedAvgClient
+from fedticket.clients.state import ClientState
 from fedticket.config import RunConfig
 from fedticket.learn.data import (
     client_data,
@@ -206,7 +206,7 @@ def test_reproduction_tables_name_the_papers_protocol_and_give_every_protocol() 
 def test_every_algorithm_reports_every_protocol_through_its_real_round_loop(
     tmp_path, flower_task_identity, algorithm: str, extra: dict, has_global: bool
 ) -> None:
-    from simulations.server_app import run_federation
+    from fedticket.simulations.server_app import run_federation
     from tests.loopback import LoopbackGrid, three_client_config
 
     run_config = three_client_config(tmp_path, algorithm=algorithm, partitioner="shards") | extra
@@ -230,7 +230,7 @@ def test_every_algorithm_reports_every_protocol_through_its_real_round_loop(
 def test_the_server_carries_a_clients_best_ever_over_a_lost_client_state(tmp_path) -> None:
     from fedticket.store.checkpoints import load_checkpoint
     from fedticket.store.results import RunDirectory
-    from strategies.fedavg import FedAvg
+    from fedticket.strategies.fedavg import FedAvg
 
     config = RunConfig.from_run_config({"output-root": str(tmp_path)})
     template = state_arrays(build_model(config.model, (1, 28, 28), 10, seed=config.seed))

@@ -7,8 +7,8 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from simulations.launcher import launch
-from simulations.ray_cluster import LocalRayCluster
+from fedticket.simulations.launcher import launch
+from fedticket.simulations.ray_cluster import LocalRayCluster
 
 pytestmark = pytest.mark.slow
 

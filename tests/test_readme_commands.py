@@ -8,7 +8,7 @@ import re
 import shlex
 from pathlib import Path
 
-from simulations import cli
+from fedticket.simulations import cli
 
 ROOT = Path(__file__).resolve().parents[1]
 

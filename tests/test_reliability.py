@@ -9,12 +9,12 @@ import pandas as pd
 import pytest
 from flwr.app import Error, Message
 
-from clients.state_location import default_state_root
+from fedticket.clients.state_location import default_state_root
 from fedticket.config import RunConfig
+from fedticket.simulations.server_app import run_federation
 from fedticket.store.checkpoints import CheckpointError
-from simulations.server_app import run_federation
-from strategies.base import NoClientsError
-from strategies.reporting import WALL_CLOCK_COLUMNS
+from fedticket.strategies.base import NoClientsError
+from fedticket.strategies.reporting import WALL_CLOCK_COLUMNS
 from tests.loopback import LoopbackGrid
 
 pytestmark = pytest.mark.usefixtures("flower_task_identity")

@@ -11,10 +11,10 @@ import pandas as pd
 import pytest
 
 from fedticket.config import RunConfig
+from fedticket.simulations.launcher import launch, processes_of
+from fedticket.simulations.processes import kill_pids
 from fedticket.store.results import read_table
-from simulations.launcher import launch, processes_of
-from simulations.processes import kill_pids
-from strategies.reporting import WALL_CLOCK_COLUMNS
+from fedticket.strategies.reporting import WALL_CLOCK_COLUMNS
 
 pytestmark = pytest.mark.slow
 # wall-clock columns, and what depends on Flower's random per-run node ids (their varint

@@ -7,7 +7,7 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
-from simulations.run_output import RunEcho, shown
+from fedticket.simulations.run_output import RunEcho, shown
 
 CAPTURE = Path(__file__).with_name("data") / "flwr_run_output.txt"
 

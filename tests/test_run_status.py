@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from fedticket.config import RunConfig
+from fedticket.simulations import launcher, server_app
+from fedticket.simulations.server_app import run_federation
 from fedticket.store.results import load_run
-from simulations import launcher, server_app
-from simulations.server_app import run_federation
 from tests.loopback import LoopbackGrid, three_client_config
 
 pytestmark = pytest.mark.usefixtures("flower_task_identity")

@@ -10,7 +10,7 @@ import pytest
 
 from fedticket.analysis.runs_index import list_runs, main
 from fedticket.config import RunConfig
-from simulations.server_app import run_federation
+from fedticket.simulations.server_app import run_federation
 from tests.loopback import LoopbackGrid, three_client_config
 
 pytestmark = pytest.mark.usefixtures("flower_task_identity")

@@ -5,15 +5,15 @@ from __future__ import annotations
 
 import pytest
 
-from clients.state_location import (
+from fedticket.clients.state_location import (
     StateLocationError,
     default_state_root,
     snapshots_for,
     state_root,
 )
 from fedticket.config import RunConfig
+from fedticket.simulations.server_app import run_federation
 from fedticket.wire.protocol import Instructions, ProtocolError
-from simulations.server_app import run_federation
 from tests.loopback import LoopbackGrid, three_client_config
 
 pytestmark = pytest.mark.usefixtures("flower_task_identity")

@@ -91,8 +91,8 @@ def test_a_damaged_snapshot_names_the_client_and_is_rebuilt_only_when_allowed(
 def test_auto_moves_client_state_to_disk_above_the_threshold(tmp_path) -> None:
     from fedticket.config import RunConfig
     from fedticket.store.results import RunDirectory
-    from strategies.base import NodeInfo
-    from strategies.fedavg import FedAvg
+    from fedticket.strategies.base import NodeInfo
+    from fedticket.strategies.fedavg import FedAvg
 
     config = RunConfig.from_run_config({"client-state-threshold": 2})
     strategy = FedAvg(config, {}, RunDirectory(tmp_path, "fedavg", "x"))

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from fedticket.config import RunConfig
-from simulations.server_app import run_federation, tune_polling
+from fedticket.simulations.server_app import run_federation, tune_polling
 from tests.loopback import LoopbackGrid
 
 pytestmark = pytest.mark.usefixtures("flower_task_identity")

@@ -10,8 +10,8 @@ import pandas as pd
 import pytest
 
 from fedticket.config import RunConfig
+from fedticket.simulations.server_app import run_federation
 from fedticket.store.tracking import TENSORBOARD_DIR, scalar_tag
-from simulations.server_app import run_federation
 from tests.loopback import LoopbackGrid, three_client_config
 
 pytestmark = pytest.mark.usefixtures("flower_task_identity")

@@ -121,7 +121,7 @@ def test_select_layers_rules() -> None:
 
 
 def test_lr_schedule_decays_geometrically_over_the_run() -> None:
-    from clients.fedavg import FedAvgClient
+    from fedticket.clients.fedavg import FedAvgClient
 
     config = RunConfig.from_run_config({"lr": 0.1, "lr-end": 0.001, "num-rounds": 3})
     client = FedAvgClient(config, _data(), None, None)

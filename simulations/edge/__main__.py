@@ -1,4 +1,4 @@
-"""``python -m simulations.edge``: run the app on a loopback federation (see federation.py)."""
+"""``python -m fedticket.simulations.edge``: the app on a loopback federation (federation.py)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import tempfile
 from pathlib import Path
 
 from fedticket.config import parse_run_config_string
-from simulations.edge.federation import LoopbackFederation
+from fedticket.simulations.edge.federation import LoopbackFederation
 
 
 def main(argv: list[str] | None = None, prog: str | None = None) -> int:

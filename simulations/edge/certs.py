@@ -3,7 +3,7 @@
 Usage (a real deployment: run on the SuperLink's host, copy ``ca.crt`` and one key to each
 device, keep ``server.key`` and the CA's key nowhere else)::
 
-    python -m simulations.edge.certs --out certs --hosts server.local,192.168.1.10 --nodes 3
+    python -m fedticket.simulations.edge.certs --out certs --hosts server.local,10.0.0.2 --nodes 3
 
 A run gets its own CA, a SuperLink certificate for the addresses it serves (``localhost`` and
 ``127.0.0.1`` on loopback; a real deployment adds the server's host name or IP) and one EC key

@@ -11,8 +11,8 @@ federation. Ports are free ones found at start; each SuperNode gets
 
 Usage::
 
-    python -m simulations.edge --nodes 3 --run-config 'num-rounds=2'
-    python -m simulations.edge --nodes 3 --device-classes pi4,pi5,jetson --insecure
+    python -m fedticket.simulations.edge --nodes 3 --run-config 'num-rounds=2'
+    python -m fedticket.simulations.edge --nodes 3 --device-classes pi4,pi5,jetson --insecure
 """
 
 from __future__ import annotations
@@ -26,11 +26,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from simulations.edge.certs import ServerCertificates, make_node_key, make_server_certificates
-from simulations.edge.flower_fleet import fleet_over_http, superlink_fleet_args
-from simulations.edge.relay import ByteRelay
-from simulations.launcher import PROJECT_DIR, LaunchResult, run_config_string, toml_value
-from simulations.processes import (
+from fedticket.simulations.edge.certs import (
+    ServerCertificates,
+    make_node_key,
+    make_server_certificates,
+)
+from fedticket.simulations.edge.flower_fleet import fleet_over_http, superlink_fleet_args
+from fedticket.simulations.edge.relay import ByteRelay
+from fedticket.simulations.launcher import PROJECT_DIR, LaunchResult, run_config_string, toml_value
+from fedticket.simulations.processes import (
     StartupError,
     free_port,
     kill_group,
