@@ -21,6 +21,8 @@ from fedticket.store.results import load_run, masks_frame, masks_from_frame
 from tests.loopback import LoopbackGrid, three_client_config
 
 NOTEBOOK = Path(__file__).resolve().parents[1] / "simulations" / "notebooks" / "analysis.ipynb"
+PRESETS = Path(__file__).resolve().parents[1] / "simulations" / "presets"
+LOTTERYFL_RUN = '[[runs]]\nlabel = "LotteryFL"\nalgorithm = "lotteryfl"\nacc-threshold = -1.0\n'
 PNG = b"\x89PNG\r\n\x1a\n"
 
 
@@ -145,24 +147,42 @@ def test_notebook_runs_against_this_sessions_runs(session_runs, tmp_path, monkey
 
 @pytest.mark.slow
 def test_compare_runs_each_config_once_and_writes_table_and_figures(tmp_path) -> None:
+    """The smoke preset's base, one algorithm over two seeds: two launches (each is most of
+    half a minute); the planning of all four of the smoke preset's runs is checked fast below."""
     from fedticket.simulations.compare import compare
 
-    table, target = compare("smoke", output_root=str(tmp_path / "runs"), progress=False)
-    labels = ["FedAvg seed=1", "LotteryFL seed=1", "FedAvg seed=2", "LotteryFL seed=2"]
-    assert table["run"].tolist() == labels and not table["reused"].any()
-    assert table["seed"].tolist() == [1, 1, 2, 2] and (table["rounds"] == 2).all()
-    assert table.loc[1, "MB_total"] < table.loc[0, "MB_total"]  # LotteryFL pruned in round 1
+    smoke = (PRESETS / "compare" / "smoke.toml").read_text()
+    preset = tmp_path / "two-seeds.toml"
+    preset.write_text(smoke[: smoke.index("[[runs]]")] + LOTTERYFL_RUN)
+    table, target = compare(str(preset), output_root=str(tmp_path / "runs"), progress=False)
+    assert table["run"].tolist() == ["LotteryFL seed=1", "LotteryFL seed=2"]
+    assert not table["reused"].any()
+    assert table["seed"].tolist() == [1, 2] and (table["rounds"] == 2).all()
     assert (target / "comparison.csv").exists() and (target / "comparison.md").exists()
     seeds = pd.read_csv(target / "comparison_seeds.csv")
-    assert seeds["run"].tolist() == ["FedAvg", "LotteryFL"] and (seeds["seeds"] == 2).all()
-    fedavg = table[table["group"] == "FedAvg"]["served_last3"]
-    assert seeds.loc[0, "served_last3"].startswith(f"{fedavg.mean():.3f} ± ")
+    assert seeds["run"].tolist() == ["LotteryFL"] and (seeds["seeds"] == 2).all()
+    served = table["served_last3"]
+    assert seeds.loc[0, "served_last3"] == f"{served.mean():.3f} ± {served.std():.3f}"
     assert {p.name for p in (target / "plots").iterdir()} >= {
         "accuracy_vs_bytes.png",
         "mask_overlap.png",
     }
-    again, _ = compare("smoke", output_root=str(tmp_path / "runs"), progress=False)
+    again, _ = compare(str(preset), output_root=str(tmp_path / "runs"), progress=False)
     assert again["reused"].all()  # same config hash: nothing re-run
+
+
+def test_the_smoke_preset_plans_two_algorithms_over_two_seeds(tmp_path) -> None:
+    from fedticket.simulations.compare import load_preset
+
+    _name, planned = load_preset("smoke", str(tmp_path / "runs"))
+    assert [p.label for p in planned] == [
+        "FedAvg seed=1",
+        "LotteryFL seed=1",
+        "FedAvg seed=2",
+        "LotteryFL seed=2",
+    ]
+    assert all(p.config["num-rounds"] == 2 for p in planned)
+    assert len({p.run_dir for p in planned}) == 4
 
 
 @pytest.mark.parametrize(
