@@ -24,9 +24,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from fedticket.simulations.app_project import SOURCE_TREE, app_project_dir
 from fedticket.simulations.processes import find_pids, free_port, stop_pids, stream_command
 
-PROJECT_DIR = Path(__file__).resolve().parent.parent
+PROJECT_DIR = SOURCE_TREE  # presets and benchmarks are read from it
 RESULTS_LINE = re.compile(r"fedticket: results in (\S+)")
 #: ``simulations.server_app.FAILED_LINE``: Flower 1.39 exits 0 however the ServerApp ended
 FAILED_LINE = re.compile(r"fedticket: run failed: (.*)")
@@ -129,7 +130,7 @@ def launch(
     num_supernodes: int = 2,
     cpus_per_client: int = 2,
     timeout: float = 900.0,
-    project_dir: Path = PROJECT_DIR,
+    project_dir: Path | None = None,
     workdir: Path | None = None,
     echo: bool = False,
     on_line: Callable[[str], None] | None = None,
@@ -138,10 +139,14 @@ def launch(
 ) -> LaunchResult:
     """``flwr run <project_dir> --stream`` with the given run config, then stop its SuperLink.
 
+    ``project_dir`` defaults to the source tree, or from an installed wheel to an app directory
+    written into ``workdir`` (``simulations.app_project``).
+
     ``gpus_per_client`` is Flower's ``client-resources-num-gpus`` (a fraction shares a GPU);
     ``extra_env`` reaches the SuperLink and the simulation (``RAY_ADDRESS`` joins a running
     Ray cluster, see ``simulations.ray_cluster``)."""
     workdir = Path(workdir or tempfile.mkdtemp(prefix="fedticket-launch-"))
+    project_dir = project_dir or app_project_dir(workdir)
     port = free_port()
     ray_dir = Path(tempfile.mkdtemp(prefix="ray-", dir="/tmp"))
     env = isolated_env(workdir, ray_dir, port) | dict(extra_env or {})

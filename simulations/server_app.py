@@ -147,9 +147,10 @@ def closing_lines(strategy: SparseStrategy, seconds: float) -> list[str]:
     sent, dense = totals["payload_bytes"], totals["dense_bytes"]
     ratio = dense / sent if sent else math.nan
     stopped = [f"stopped early: {strategy.stopped}"] if strategy.stopped else []
+    rounds = len(strategy.round_rows)
     return [
         *stopped,
-        f"{strategy.name} finished {len(strategy.round_rows)} rounds in {seconds:.1f} s; "
+        f"{strategy.name} finished {rounds} round{'' if rounds == 1 else 's'} in {seconds:.1f} s; "
         f"accuracy at round {last.get('round', 0)}: {scores}",
         f"tensors sent {human_bytes(sent)} where dense fp32 (FedAvg) would send "
         f"{human_bytes(dense)}: {ratio:.2f} x less; {human_bytes(totals['message_bytes'])} "

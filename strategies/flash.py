@@ -129,8 +129,9 @@ class Flash(SparseStrategy):
             densities = dict.fromkeys(self.prunable, self.flash.density)
         self.consensus = random_masks(shapes, densities, rng)
         log.info(
-            "FLASH stage 1 (%d clients): layer densities %s",
+            "FLASH stage 1 (%d %s): layer densities %s",
             len(counts),
+            "client" if len(counts) == 1 else "clients",
             {n: round(float(m.mean()), 4) for n, m in self.consensus.items()},
         )
         fresh = state_arrays(model_for(config, seed=config.seed + 1))

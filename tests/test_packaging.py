@@ -4,6 +4,7 @@ packages importable from a wheel as from the source tree (fedticket/__init__.py)
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -12,6 +13,8 @@ import zipfile
 from pathlib import Path
 
 import pytest
+
+from fedticket.simulations import app_project
 
 ROOT = Path(__file__).resolve().parents[1]
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
@@ -40,6 +43,26 @@ def test_the_app_folders_map_into_the_namespace() -> None:
     }
     components = PYPROJECT["tool"]["flwr"]["app"]["components"]
     assert all(ref.startswith("fedticket.simulations.") for ref in components.values())
+
+
+def test_the_source_tree_is_the_app_flwr_run_is_given(tmp_path: Path) -> None:
+    assert app_project.app_project_dir(tmp_path) == ROOT
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_the_generated_app_declares_what_the_project_does(tmp_path: Path, monkeypatch) -> None:
+    """From a wheel (no pyproject.toml beside the code) ``flwr run`` gets a written app."""
+    from flwr.cli.config_utils import load_and_validate
+
+    monkeypatch.setattr(app_project, "SOURCE_TREE", tmp_path / "site-packages")
+    directory = app_project.app_project_dir(tmp_path / "launch")
+    assert directory == tmp_path / "launch" / "flower-app"
+    config, warnings = load_and_validate(directory / "pyproject.toml", check_module=True)
+    assert config is not None and warnings == []
+    project = PYPROJECT["tool"]["flwr"]["app"]
+    app = config["tool"]["flwr"]["app"]
+    assert app["components"] == project["components"] and app["config"] == project["config"]
+    assert app["publisher"] == project["publisher"]
 
 
 @pytest.fixture(scope="module")
@@ -98,3 +121,38 @@ def test_the_app_imports_from_the_installed_wheel(wheel: Path, tmp_path: Path) -
     assert shown[0] == str(site / "fedticket" / "simulations" / "server_app.py")
     assert shown[1] == str(site / "fedticket" / "clients" / "__init__.py")
     assert shown[2] == "None"
+
+
+@pytest.mark.slow
+def test_a_run_from_the_installed_wheel_imports_the_installed_code(
+    wheel: Path, tmp_path: Path
+) -> None:
+    """``launch`` (what ``fedticket run`` calls) from a wheel: the bundle holds only the written
+    pyproject.toml, so the ServerApp and ClientApp come from the wheel's site directory."""
+    site = tmp_path / "site"
+    with zipfile.ZipFile(wheel) as archive:
+        archive.extractall(site)
+    probe = (
+        "import sys, fedticket\n"
+        "from fedticket.simulations.launcher import launch\n"
+        "assert fedticket.__file__.startswith(sys.argv[1]), fedticket.__file__\n"
+        "r = launch({'num-rounds': 1, 'output-root': sys.argv[2]}, workdir=sys.argv[3])\n"
+        "print(r.output[-3000:]); print('exit', r.returncode, r.run_dir)\n"
+    )
+    args = [str(site), str(tmp_path / "runs"), str(tmp_path / "launch")]
+    env = dict(os.environ, PYTHONPATH=str(site))
+    shown = subprocess.run(
+        [sys.executable, "-c", probe, *args],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=400,
+        check=False,
+    )
+    assert shown.returncode == 0, shown.stdout[-3000:] + shown.stderr[-3000:]
+    assert f"exit 0 {tmp_path / 'runs' / 'lotteryfl'}" in shown.stdout
+    (bundle,) = (tmp_path / "launch" / "flwr-home" / "apps").iterdir()
+    assert sorted(p.name for p in bundle.iterdir() if not p.name.startswith(".")) == [
+        "pyproject.toml"
+    ]

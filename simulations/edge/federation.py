@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from fedticket.simulations.app_project import app_project_dir
 from fedticket.simulations.edge.certs import (
     ServerCertificates,
     make_node_key,
@@ -33,7 +34,7 @@ from fedticket.simulations.edge.certs import (
 )
 from fedticket.simulations.edge.flower_fleet import fleet_over_http, superlink_fleet_args
 from fedticket.simulations.edge.relay import ByteRelay
-from fedticket.simulations.launcher import PROJECT_DIR, LaunchResult, run_config_string, toml_value
+from fedticket.simulations.launcher import LaunchResult, run_config_string, toml_value
 from fedticket.simulations.processes import (
     StartupError,
     free_port,
@@ -255,10 +256,11 @@ class LoopbackFederation:
         self, run_config: Mapping[str, Any], timeout: float = 600.0, echo: bool = False
     ) -> LaunchResult:
         """``flwr run <project> edge --stream`` against this federation's SuperLink."""
-        cmd = [str(BIN / "flwr"), "run", str(PROJECT_DIR), CONNECTION, "--stream"]
+        project = app_project_dir(self.workdir)
+        cmd = [str(BIN / "flwr"), "run", str(project), CONNECTION, "--stream"]
         if run_config:
             cmd += ["--run-config", run_config_string(run_config)]
-        returncode, output, seconds = stream_command(cmd, PROJECT_DIR, self.env, timeout, echo)
+        returncode, output, seconds = stream_command(cmd, project, self.env, timeout, echo)
         return LaunchResult.from_output(returncode, output, seconds)
 
     def kill_node(self, partition_id: int) -> None:
