@@ -99,28 +99,39 @@ def test_the_wheel_installs_one_namespace_only(wheel: Path) -> None:
     } <= names
 
 
-def test_the_app_imports_from_the_installed_wheel(wheel: Path, tmp_path: Path) -> None:
+def _python_from_wheel(
+    wheel: Path, tmp_path: Path, probe: str, *args: str, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    """``probe`` run with the wheel extracted into a site directory first on ``PYTHONPATH``
+    (ahead of this checkout's editable install, as site-packages would be), outside the tree."""
     site = tmp_path / "site"
     with zipfile.ZipFile(wheel) as archive:
         archive.extractall(site)
+    return subprocess.run(
+        [sys.executable, "-c", probe, str(site), *args],
+        cwd=tmp_path,
+        env=dict(os.environ, PYTHONPATH=str(site)),
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=timeout,
+    )
+
+
+def test_the_app_imports_from_the_installed_wheel(wheel: Path, tmp_path: Path) -> None:
     probe = (
         "import importlib.util, fedticket.simulations.server_app as s, fedticket.clients as c\n"
         "print(s.__file__); print(c.__file__)\n"
         "print(importlib.util.find_spec('strategies'))\n"
     )
-    # PYTHONPATH comes before the editable install of this checkout, as site-packages would
-    shown = subprocess.run(
-        [sys.executable, "-c", probe],
-        cwd=tmp_path,
-        env={"PYTHONPATH": str(site), "PATH": "/usr/bin:/bin"},
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=120,
-    ).stdout.splitlines()
-    assert shown[0] == str(site / "fedticket" / "simulations" / "server_app.py")
-    assert shown[1] == str(site / "fedticket" / "clients" / "__init__.py")
-    assert shown[2] == "None"
+    shown = _python_from_wheel(wheel, tmp_path, probe)
+    assert shown.returncode == 0, shown.stderr[-3000:]
+    site = tmp_path / "site"
+    assert shown.stdout.splitlines() == [
+        str(site / "fedticket" / "simulations" / "server_app.py"),
+        str(site / "fedticket" / "clients" / "__init__.py"),
+        "None",
+    ]
 
 
 @pytest.mark.slow
@@ -129,9 +140,6 @@ def test_a_run_from_the_installed_wheel_imports_the_installed_code(
 ) -> None:
     """``launch`` (what ``fedticket run`` calls) from a wheel: the bundle holds only the written
     pyproject.toml, so the ServerApp and ClientApp come from the wheel's site directory."""
-    site = tmp_path / "site"
-    with zipfile.ZipFile(wheel) as archive:
-        archive.extractall(site)
     probe = (
         "import sys, fedticket\n"
         "from fedticket.simulations.launcher import launch\n"
@@ -139,20 +147,11 @@ def test_a_run_from_the_installed_wheel_imports_the_installed_code(
         "r = launch({'num-rounds': 1, 'output-root': sys.argv[2]}, workdir=sys.argv[3])\n"
         "print(r.output[-3000:]); print('exit', r.returncode, r.run_dir)\n"
     )
-    args = [str(site), str(tmp_path / "runs"), str(tmp_path / "launch")]
-    env = dict(os.environ, PYTHONPATH=str(site))
-    shown = subprocess.run(
-        [sys.executable, "-c", probe, *args],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=400,
-        check=False,
-    )
+    runs, launch_dir = tmp_path / "runs", tmp_path / "launch"
+    shown = _python_from_wheel(wheel, tmp_path, probe, str(runs), str(launch_dir), timeout=400)
     assert shown.returncode == 0, shown.stdout[-3000:] + shown.stderr[-3000:]
-    assert f"exit 0 {tmp_path / 'runs' / 'lotteryfl'}" in shown.stdout
-    (bundle,) = (tmp_path / "launch" / "flwr-home" / "apps").iterdir()
+    assert f"exit 0 {runs / 'lotteryfl'}" in shown.stdout
+    (bundle,) = (launch_dir / "flwr-home" / "apps").iterdir()
     assert sorted(p.name for p in bundle.iterdir() if not p.name.startswith(".")) == [
         "pyproject.toml"
     ]
