@@ -37,6 +37,8 @@ from fedticket.learn.eval_protocols import PROTOCOLS
 from fedticket.simulations.launcher import PROJECT_DIR, launch
 from fedticket.store.results import load_run, markdown_table, read_table, resolve_output_root
 
+# in a clone <root>/simulations/presets; in a wheel PROJECT_DIR is site-packages/fedticket, whose
+# simulations/presets holds the same files (package data)
 PRESETS = PROJECT_DIR / "simulations" / "presets"
 ROUND_LINE = re.compile(r"round (\d+)/(\d+)")
 

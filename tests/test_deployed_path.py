@@ -153,7 +153,7 @@ def test_the_client_path_imports_neither_pandas_nor_flwr_datasets(tmp_path) -> N
     cached_client_data(tmp_path, CONFIG, 0, 5)
     script = (
         "import sys\n"
-        "import simulations.client_app\n"
+        "import fedticket.simulations.client_app\n"
         "from fedticket.config import RunConfig\n"
         "from fedticket.learn.data.cache import cached_client_data\n"
         f"cached_client_data({str(tmp_path)!r}, RunConfig.from_run_config("

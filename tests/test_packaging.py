@@ -45,6 +45,17 @@ def test_the_app_folders_map_into_the_namespace() -> None:
     assert all(ref.startswith("fedticket.simulations.") for ref in components.values())
 
 
+@pytest.mark.parametrize("name", ["strategies", "clients", "simulations"])
+def test_an_old_top_level_import_fails_naming_the_namespace(name: str) -> None:
+    """From the repository root the folders are importable by their own names too; each
+    refuses, so a leftover import cannot load a second copy of the app's modules."""
+    shown = subprocess.run(
+        [sys.executable, "-c", f"import {name}"], cwd=ROOT, capture_output=True, text=True
+    )
+    assert shown.returncode == 1
+    assert f"ImportError: import fedticket.{name}, not {name}" in shown.stderr
+
+
 def test_the_source_tree_is_the_app_flwr_run_is_given(tmp_path: Path) -> None:
     assert app_project.app_project_dir(tmp_path) == ROOT
     assert list(tmp_path.iterdir()) == []
